@@ -1,0 +1,131 @@
+/**
+ * THE route table. The CDK stack creates one Lambda function and one API Gateway method per entry,
+ * the local server dispatches to the same handler files, and the docs and tests read it too, so none
+ * of them can drift from the others.
+ *
+ * This module is pure data: infra imports it at synth time, so it must not import any handler.
+ */
+
+/** A shared resource a route's function needs; the stack grants access per need, nothing more. */
+export type Need = 'redis' | 'openai';
+
+export type HttpMethod = 'GET' | 'POST' | 'DELETE';
+
+export interface RouteDefinition {
+  /** Stable identifier, used for construct ids and logical ids (PascalCase). */
+  readonly id: string;
+  readonly method: HttpMethod;
+  /** API Gateway path template; path parameters in braces. */
+  readonly path: string;
+  /** Handler file under `functions/`, without extension; it exports `handler`. */
+  readonly entry: string;
+  /** Whether the route needs an API key (every route but the health check). */
+  readonly apiKeyRequired: boolean;
+  readonly needs: readonly Need[];
+  /** One line for docs and the API description. */
+  readonly summary: string;
+}
+
+export const routes: readonly RouteDefinition[] = [
+  {
+    id: 'Health',
+    method: 'GET',
+    path: '/',
+    entry: 'health',
+    apiKeyRequired: false,
+    needs: [],
+    summary: 'Health check: 200 text/html "Hello, World!"',
+  },
+  {
+    id: 'GetSystem',
+    method: 'GET',
+    path: '/system',
+    entry: 'get-system',
+    apiKeyRequired: true,
+    needs: ['redis'],
+    summary: "Get the tenant's global system prompt",
+  },
+  {
+    id: 'PostSystem',
+    method: 'POST',
+    path: '/system',
+    entry: 'post-system',
+    apiKeyRequired: true,
+    needs: ['redis'],
+    summary: "Set the tenant's global system prompt",
+  },
+  {
+    id: 'PostMod',
+    method: 'POST',
+    path: '/mod',
+    entry: 'post-mod',
+    apiKeyRequired: true,
+    needs: ['openai'],
+    summary: 'Run OpenAI moderation on a text',
+  },
+  {
+    id: 'GetChatSystem',
+    method: 'GET',
+    path: '/{chat_id}/system',
+    entry: 'get-chat-system',
+    apiKeyRequired: true,
+    needs: ['redis'],
+    summary: "Get a chat's system prompt",
+  },
+  {
+    id: 'PostChatSystem',
+    method: 'POST',
+    path: '/{chat_id}/system',
+    entry: 'post-chat-system',
+    apiKeyRequired: true,
+    needs: ['redis'],
+    summary: "Set a chat's system prompt",
+  },
+  {
+    id: 'PostChat',
+    method: 'POST',
+    path: '/{chat_id}/chat',
+    entry: 'post-chat',
+    apiKeyRequired: true,
+    needs: ['redis', 'openai'],
+    summary: 'Send a message to a chat and get the reply',
+  },
+  {
+    id: 'GetChat',
+    method: 'GET',
+    path: '/{chat_id}/chat',
+    entry: 'get-chat',
+    apiKeyRequired: true,
+    needs: ['redis'],
+    summary: "List a chat's messages, oldest first",
+  },
+  {
+    id: 'PostImg',
+    method: 'POST',
+    path: '/{chat_id}/img',
+    entry: 'post-img',
+    apiKeyRequired: true,
+    needs: ['redis', 'openai'],
+    summary: 'Send an image URL and a prompt to a chat and get the reply',
+  },
+  {
+    id: 'PostClear',
+    method: 'POST',
+    path: '/{chat_id}/clear',
+    entry: 'post-clear',
+    apiKeyRequired: true,
+    needs: ['redis'],
+    summary: "Delete a chat's messages (its system prompt stays)",
+  },
+];
+
+/**
+ * Path words that are routes in their own right. They can never be chat ids: `/system/system`
+ * would otherwise be ambiguous between the global and a chat's system prompt.
+ */
+export const reservedChatIds: ReadonlySet<string> = new Set(
+  routes.flatMap((route) => {
+    const first = route.path.split('/')[1] ?? '';
+    return first === '' || first.startsWith('{') ? [] : [first];
+  }),
+);

@@ -1,0 +1,127 @@
+/**
+ * The one place that reads the environment. Each loader validates its variables once, when the
+ * module that needs them is first imported, so a misconfigured function fails at cold start with
+ * a message naming the variable instead of failing later on a request.
+ */
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+function optional(env: Env, name: string): string | undefined {
+  const value = env[name]?.trim();
+  return value === undefined || value === '' ? undefined : value;
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = optional(env, name);
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
+  }
+  return value;
+}
+
+function decimal(env: Env, name: string, min: number, max: number): number | undefined {
+  const raw = optional(env, name);
+  if (raw === undefined) return undefined;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < min || value > max) {
+    throw new ConfigError(`${name} must be a number from ${min} to ${max}, got "${raw}"`);
+  }
+  return value;
+}
+
+/** Exactly one of two variables, e.g. a plain value locally or a secret ARN when deployed. */
+function oneOf(env: Env, plain: string, secretArn: string): { value: string } | { secretArn: string } {
+  const value = optional(env, plain);
+  const arn = optional(env, secretArn);
+  if (value !== undefined) return { value };
+  if (arn !== undefined) return { secretArn: arn };
+  throw new ConfigError(`Missing configuration: set ${secretArn} (deployed) or ${plain} (local)`);
+}
+
+/** Request limits, enforced before any storage or upstream call. */
+export interface Limits {
+  /** Largest request body accepted, in bytes (after base64 decoding). */
+  readonly maxBodyBytes: number;
+  /** Longest `content` accepted, in characters. */
+  readonly maxContentChars: number;
+  /** Longest image `url` accepted, in characters. */
+  readonly maxUrlChars: number;
+  /** Longest chat id accepted; ids use `[A-Za-z0-9_-]`. */
+  readonly maxChatIdLength: number;
+}
+
+export function loadLimits(env: Env = process.env): Limits {
+  return {
+    maxBodyBytes: integer(env, 'MAX_BODY_BYTES', 512 * 1024, 1024, 6 * 1024 * 1024),
+    maxContentChars: integer(env, 'MAX_CONTENT_CHARS', 100_000, 1, 1_000_000),
+    maxUrlChars: integer(env, 'MAX_URL_CHARS', 2048, 16, 32_768),
+    maxChatIdLength: integer(env, 'MAX_CHAT_ID_LENGTH', 128, 1, 512),
+  };
+}
+
+export interface RedisConfig {
+  /** A `redis://` or `rediss://` URL, given directly or stored in a Secrets Manager secret. */
+  readonly url: { value: string } | { secretArn: string };
+  /** Prefix of every key this service writes, so it can share a Redis with other apps. */
+  readonly keyPrefix: string;
+  readonly connectTimeoutMs: number;
+  readonly commandTimeoutMs: number;
+}
+
+export function loadRedisConfig(env: Env = process.env): RedisConfig {
+  const keyPrefix = optional(env, 'REDIS_KEY_PREFIX') ?? 'chat-proxy';
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(keyPrefix)) {
+    throw new ConfigError('REDIS_KEY_PREFIX may hold only letters, digits, "_", "." and "-" (1-64)');
+  }
+  return {
+    url: oneOf(env, 'REDIS_URL', 'REDIS_SECRET_ARN'),
+    keyPrefix,
+    connectTimeoutMs: integer(env, 'REDIS_CONNECT_TIMEOUT_MS', 2000, 50, 30_000),
+    commandTimeoutMs: integer(env, 'REDIS_COMMAND_TIMEOUT_MS', 2000, 50, 30_000),
+  };
+}
+
+export interface OpenAiConfig {
+  readonly apiKey: { value: string } | { secretArn: string };
+  /** Any OpenAI-compatible endpoint; the SDK's default when unset. */
+  readonly baseURL: string | undefined;
+  readonly model: string;
+  readonly moderationModel: string;
+  readonly temperature: number | undefined;
+  readonly maxTokens: number | undefined;
+  /**
+   * Per upstream attempt. Buffered replies must finish under API Gateway's 29 s integration
+   * timeout, hence 25 s and no retry by default.
+   */
+  readonly timeoutMs: number;
+  readonly maxRetries: number;
+}
+
+export function loadOpenAiConfig(env: Env = process.env): OpenAiConfig {
+  const maxTokens = optional(env, 'OPENAI_MAX_TOKENS');
+  return {
+    apiKey: oneOf(env, 'OPENAI_API_KEY', 'OPENAI_SECRET_ARN'),
+    baseURL: optional(env, 'OPENAI_BASE_URL'),
+    model: optional(env, 'OPENAI_MODEL') ?? 'gpt-4.1-mini',
+    moderationModel: optional(env, 'OPENAI_MODERATION_MODEL') ?? 'omni-moderation-latest',
+    temperature: decimal(env, 'OPENAI_TEMPERATURE', 0, 2),
+    maxTokens: maxTokens === undefined ? undefined : integer(env, 'OPENAI_MAX_TOKENS', 0, 1, 1_000_000),
+    timeoutMs: integer(env, 'OPENAI_TIMEOUT_MS', 25_000, 100, 900_000),
+    maxRetries: integer(env, 'OPENAI_MAX_RETRIES', 0, 0, 5),
+  };
+}
+
+export interface SecretsConfig {
+  /** How long a secret value is reused before it is read again. */
+  readonly cacheTtlMs: number;
+}
+
+export function loadSecretsConfig(env: Env = process.env): SecretsConfig {
+  return { cacheTtlMs: integer(env, 'SECRET_CACHE_TTL_MS', 5 * 60_000, 0, 24 * 3600_000) };
+}

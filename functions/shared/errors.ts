@@ -1,0 +1,127 @@
+/**
+ * Every error a client can see is one of these classes, with a stable `code`. The HTTP status of
+ * each lives here and only here; `http.ts` turns any of them into `{"error":{"code","message"}}`.
+ */
+
+export abstract class ChatProxyError extends Error {
+  abstract readonly status: number;
+  /** Extra response headers, e.g. `Retry-After`. */
+  get headers(): Readonly<Record<string, string>> {
+    return {};
+  }
+
+  constructor(
+    readonly code: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** 400: the request itself is wrong (JSON, fields, chat id). */
+export class ValidationError extends ChatProxyError {
+  readonly status = 400;
+}
+
+/** 403: no API key, or one this deployment does not know. */
+export class ForbiddenError extends ChatProxyError {
+  readonly status = 403;
+  constructor(message = 'Forbidden: a valid x-api-key header is required') {
+    super('forbidden', message);
+  }
+}
+
+/** 404: no such route. */
+export class NotFoundError extends ChatProxyError {
+  readonly status = 404;
+  constructor(message = 'Not found') {
+    super('not_found', message);
+  }
+}
+
+/** 405: the path exists, the method does not. */
+export class MethodNotAllowedError extends ChatProxyError {
+  readonly status = 405;
+  constructor(
+    message: string,
+    readonly allow: readonly string[],
+  ) {
+    super('method_not_allowed', message);
+  }
+  override get headers(): Record<string, string> {
+    return { Allow: this.allow.join(', ') };
+  }
+}
+
+/** 413: the body is over the configured limit. */
+export class PayloadTooLargeError extends ChatProxyError {
+  readonly status = 413;
+  constructor(limitBytes: number) {
+    super('payload_too_large', `Request body is larger than the limit of ${limitBytes} bytes`);
+  }
+}
+
+/** 415: a body that is declared as something other than JSON. */
+export class UnsupportedMediaTypeError extends ChatProxyError {
+  readonly status = 415;
+  constructor(contentType: string) {
+    super('unsupported_media_type', `Expected an application/json body, got "${contentType}"`);
+  }
+}
+
+/** 429: OpenAI rate-limited us; `Retry-After` is passed on when OpenAI gave one. */
+export class UpstreamRateLimitedError extends ChatProxyError {
+  readonly status = 429;
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: string | undefined,
+    options?: { cause?: unknown },
+  ) {
+    super('upstream_rate_limited', message, options);
+  }
+  override get headers(): Record<string, string> {
+    return this.retryAfterSeconds === undefined ? {} : { 'Retry-After': this.retryAfterSeconds };
+  }
+}
+
+/** 400 from OpenAI for something the client sent (e.g. an image URL OpenAI cannot download). */
+export class UpstreamRejectedError extends ChatProxyError {
+  readonly status = 400;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('upstream_rejected', message, options);
+  }
+}
+
+/** 502: OpenAI failed, refused our credentials, or answered something unusable. */
+export class UpstreamError extends ChatProxyError {
+  readonly status = 502;
+}
+
+/** 504: OpenAI did not answer within the configured timeout. */
+export class UpstreamTimeoutError extends ChatProxyError {
+  readonly status = 504;
+  constructor(message = 'OpenAI did not answer in time', options?: { cause?: unknown }) {
+    super('upstream_timeout', message, options);
+  }
+}
+
+/** 503: Redis cannot be reached (or is not configured). */
+export class StorageUnavailableError extends ChatProxyError {
+  readonly status = 503;
+  constructor(message = 'Chat storage is unavailable, try again shortly', options?: { cause?: unknown }) {
+    super('storage_unavailable', message, options);
+  }
+}
+
+/** 503: Secrets Manager cannot be reached, or a secret is missing. */
+export class SecretsUnavailableError extends ChatProxyError {
+  readonly status = 503;
+  constructor(
+    message = 'Service credentials are unavailable, try again shortly',
+    options?: { cause?: unknown },
+  ) {
+    super('secrets_unavailable', message, options);
+  }
+}

@@ -1,0 +1,111 @@
+import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
+import { reservedChatIds } from '../routes';
+import type { ChatRef } from './chat-repository';
+import { loadLimits } from './config';
+import { ChatProxyError, ForbiddenError, PayloadTooLargeError, ValidationError } from './errors';
+import { requestSchemas } from './schemas';
+import { type Infer, type JsonSchema, validate } from './validation';
+
+export type ApiEvent = APIGatewayProxyEvent;
+export type ApiResult = APIGatewayProxyResult;
+
+const JSON_HEADERS = { 'Content-Type': 'application/json; charset=utf-8' } as const;
+
+export function json(statusCode: number, body: unknown, headers: Record<string, string> = {}): ApiResult {
+  return { statusCode, headers: { ...JSON_HEADERS, ...headers }, body: JSON.stringify(body) };
+}
+
+export function html(statusCode: number, body: string): ApiResult {
+  return { statusCode, headers: { 'Content-Type': 'text/html; charset=utf-8' }, body };
+}
+
+/** The one mapping from an error to a response. Anything unexpected is a 500 with no detail. */
+export function errorResponse(error: unknown): ApiResult {
+  if (error instanceof ChatProxyError) {
+    return json(error.status, { error: { code: error.code, message: error.message } }, { ...error.headers });
+  }
+  console.error(
+    JSON.stringify({
+      level: 'ERROR',
+      message: 'Unhandled error',
+      error: String((error as Error)?.stack ?? error),
+    }),
+  );
+  return json(500, { error: { code: 'internal_error', message: 'Internal error' } });
+}
+
+/** Wraps a route's logic so every thrown error becomes the right JSON response. */
+export function route(
+  logic: (event: ApiEvent) => Promise<ApiResult>,
+): (event: ApiEvent) => Promise<ApiResult> {
+  return async (event) => {
+    try {
+      return await logic(event);
+    } catch (error) {
+      return errorResponse(error);
+    }
+  };
+}
+
+const ID = /^[A-Za-z0-9_-]+$/;
+
+/**
+ * The tenant is the API key's id, which API Gateway puts in the request context once it has
+ * checked the key (the local server does the same). The key itself is never used or stored.
+ */
+export function tenantOf(event: ApiEvent): string {
+  const tenant = event.requestContext?.identity?.apiKeyId;
+  if (typeof tenant !== 'string' || tenant.length > 128 || !ID.test(tenant)) throw new ForbiddenError();
+  return tenant;
+}
+
+/** The chat a request is about: the caller's tenant and the `chat_id` path parameter. */
+export function chatOf(event: ApiEvent): ChatRef {
+  return { tenant: tenantOf(event), chatId: chatIdOf(event) };
+}
+
+/** The `chat_id` path parameter, checked so it can only ever name one chat of one tenant. */
+export function chatIdOf(event: ApiEvent): string {
+  const chatId = event.pathParameters?.chat_id;
+  if (chatId === undefined || chatId === '') {
+    throw new ValidationError('invalid_chat_id', 'A chat id is required');
+  }
+  if (chatId.length > limits.maxChatIdLength || !ID.test(chatId)) {
+    throw new ValidationError(
+      'invalid_chat_id',
+      `A chat id is 1 to ${limits.maxChatIdLength} characters of A-Z, a-z, 0-9, "_" and "-"`,
+    );
+  }
+  if (reservedChatIds.has(chatId)) {
+    throw new ValidationError('invalid_chat_id', `"${chatId}" is a reserved word and cannot be a chat id`);
+  }
+  return chatId;
+}
+
+/** Decodes the body (API Gateway may base64 it), enforces the size limit, and parses the JSON. */
+export function parseJson(event: ApiEvent): unknown {
+  const raw = event.body ?? '';
+  const bytes = event.isBase64Encoded ? Buffer.from(raw, 'base64') : Buffer.from(raw, 'utf8');
+  if (bytes.length > limits.maxBodyBytes) throw new PayloadTooLargeError(limits.maxBodyBytes);
+  const text = bytes.toString('utf8');
+  if (text.trim() === '') throw new ValidationError('invalid_body', 'A JSON body is required');
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ValidationError('invalid_json', 'The request body is not valid JSON');
+  }
+}
+
+/** Parses and validates a JSON body against one of the request schemas. */
+export function parseBody<S extends Extract<JsonSchema, { type: 'object' }>>(
+  event: ApiEvent,
+  schema: S,
+): Infer<S> {
+  return validate(schema, parseJson(event));
+}
+
+/** The deployment's request limits, read once per container. */
+export const limits = loadLimits();
+
+/** The request body schemas, sized by `limits`. */
+export const schemas = requestSchemas(limits);

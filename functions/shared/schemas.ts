@@ -1,0 +1,39 @@
+import type { Limits } from './config';
+import type { JsonSchema } from './validation';
+
+/**
+ * The request bodies of the API, as JSON Schema. Built from the deployment's limits so the
+ * documented and enforced limits are the same numbers.
+ */
+export function requestSchemas(limits: Limits) {
+  const content = {
+    type: 'string',
+    minLength: 1,
+    maxLength: limits.maxContentChars,
+    description: 'A message, prompt or text to check',
+  } as const satisfies JsonSchema;
+
+  return {
+    /** `POST /system`, `POST /{chat_id}/system`, `POST /mod`, `POST /{chat_id}/chat`. */
+    content: {
+      type: 'object',
+      required: ['content'],
+      properties: { content },
+    },
+    /** `POST /{chat_id}/img`. */
+    image: {
+      type: 'object',
+      required: ['content', 'url'],
+      properties: {
+        content,
+        url: {
+          type: 'string',
+          minLength: 1,
+          maxLength: limits.maxUrlChars,
+          format: 'uri',
+          description: 'An http(s) URL of the image',
+        },
+      },
+    },
+  } as const satisfies Record<string, JsonSchema>;
+}
