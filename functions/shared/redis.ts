@@ -27,7 +27,7 @@ async function createClient(): Promise<Redis> {
       'Chat storage is not configured: the Redis URL secret holds no redis:// URL',
     );
   }
-  return new Redis(url, {
+  const client = new Redis(url, {
     connectTimeout: redisConfig.connectTimeoutMs,
     commandTimeout: redisConfig.commandTimeoutMs,
     // A command waits for at most one reconnect attempt, so an outage answers 503 in about
@@ -36,6 +36,20 @@ async function createClient(): Promise<Redis> {
     retryStrategy: (attempt) => Math.min(attempt * 100, 1000),
     enableAutoPipelining: true,
   });
+  // Without a listener ioredis prints every reconnect failure as "Unhandled error event"; the
+  // failing command already answers 503, so one structured line per outage is enough.
+  let reported = false;
+  client.on('error', (error: Error) => {
+    if (reported) return;
+    reported = true;
+    console.error(
+      JSON.stringify({ level: 'ERROR', message: 'Redis connection error', error: error.message }),
+    );
+  });
+  client.on('ready', () => {
+    reported = false;
+  });
+  return client;
 }
 
 /**

@@ -16,6 +16,8 @@ export interface FakeOpenAi {
   requestsTo(path: string): ReceivedRequest[];
   /** Serves `response` for the next request (queued responses are used in order). */
   enqueue(...responses: ScriptedResponse[]): void;
+  /** Decides the response of every request not served from the queue; undefined = built-in model. */
+  respondWith(decide: ((request: ReceivedRequest) => ScriptedResponse | undefined) | undefined): void;
   reset(): void;
   close(): Promise<void>;
 }
@@ -23,10 +25,11 @@ export interface FakeOpenAi {
 export async function startFakeOpenAi(): Promise<FakeOpenAi> {
   const requests: ReceivedRequest[] = [];
   const queue: ScriptedResponse[] = [];
+  let decide: ((request: ReceivedRequest) => ScriptedResponse | undefined) | undefined;
   const standIn: RunningStandIn = await startOpenAiStandIn({
     intercept: (request) => {
       requests.push(request);
-      return queue.shift();
+      return queue.shift() ?? decide?.(request);
     },
   });
   return {
@@ -34,9 +37,13 @@ export async function startFakeOpenAi(): Promise<FakeOpenAi> {
     requests,
     requestsTo: (path) => requests.filter((request) => request.path === path),
     enqueue: (...responses) => queue.push(...responses),
+    respondWith: (next) => {
+      decide = next;
+    },
     reset: () => {
       requests.length = 0;
       queue.length = 0;
+      decide = undefined;
     },
     close: () => standIn.close(),
   };
