@@ -125,3 +125,11 @@ export interface SecretsConfig {
 export function loadSecretsConfig(env: Env = process.env): SecretsConfig {
   return { cacheTtlMs: integer(env, 'SECRET_CACHE_TTL_MS', 5 * 60_000, 0, 24 * 3600_000) };
 }
+
+/**
+ * `sam local start-api` (which sets AWS_SAM_LOCAL) does not check API keys and passes no key id,
+ * so there the tenant is derived from the x-api-key header instead. Never set in AWS.
+ */
+export function isSamLocal(env: Env = process.env): boolean {
+  return optional(env, 'AWS_SAM_LOCAL') === 'true';
+}

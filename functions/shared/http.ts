@@ -1,10 +1,19 @@
+import { createHash } from 'node:crypto';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { reservedChatIds } from '../routes';
 import type { ChatRef } from './chat-repository';
-import { loadLimits } from './config';
+import { isSamLocal, loadLimits } from './config';
 import { ChatProxyError, ForbiddenError, PayloadTooLargeError, ValidationError } from './errors';
 import { requestSchemas } from './schemas';
 import { type Infer, type JsonSchema, validate } from './validation';
+
+const samLocal = isSamLocal();
+
+/** The deployment's request limits, read once per container. */
+export const limits = loadLimits();
+
+/** The request body schemas, sized by `limits`. */
+export const schemas = requestSchemas(limits);
 
 export type ApiEvent = APIGatewayProxyEvent;
 export type ApiResult = APIGatewayProxyResult;
@@ -13,10 +22,6 @@ const JSON_HEADERS = { 'Content-Type': 'application/json; charset=utf-8' } as co
 
 export function json(statusCode: number, body: unknown, headers: Record<string, string> = {}): ApiResult {
   return { statusCode, headers: { ...JSON_HEADERS, ...headers }, body: JSON.stringify(body) };
-}
-
-export function html(statusCode: number, body: string): ApiResult {
-  return { statusCode, headers: { 'Content-Type': 'text/html; charset=utf-8' }, body };
 }
 
 /** The one mapping from an error to a response. Anything unexpected is a 500 with no detail. */
@@ -54,9 +59,14 @@ const ID = /^[A-Za-z0-9_-]+$/;
  * checked the key (the local server does the same). The key itself is never used or stored.
  */
 export function tenantOf(event: ApiEvent): string {
-  const tenant = event.requestContext?.identity?.apiKeyId;
+  const tenant = samLocal ? samLocalTenant(event) : event.requestContext?.identity?.apiKeyId;
   if (typeof tenant !== 'string' || tenant.length > 128 || !ID.test(tenant)) throw new ForbiddenError();
   return tenant;
+}
+
+function samLocalTenant(event: ApiEvent): string | undefined {
+  const key = Object.entries(event.headers ?? {}).find(([name]) => name.toLowerCase() === 'x-api-key')?.[1];
+  return key ? `sam-local-${createHash('sha256').update(key).digest('hex').slice(0, 16)}` : undefined;
 }
 
 /** The chat a request is about: the caller's tenant and the `chat_id` path parameter. */
@@ -103,9 +113,3 @@ export function parseBody<S extends Extract<JsonSchema, { type: 'object' }>>(
 ): Infer<S> {
   return validate(schema, parseJson(event));
 }
-
-/** The deployment's request limits, read once per container. */
-export const limits = loadLimits();
-
-/** The request body schemas, sized by `limits`. */
-export const schemas = requestSchemas(limits);
