@@ -1,5 +1,6 @@
 import OpenAI from 'openai';
-import type { ChatCompletionMessageParam } from 'openai/resources/chat/completions';
+import type { ChatCompletionChunk, ChatCompletionMessageParam } from 'openai/resources/chat/completions';
+import type { CompletionUsage } from 'openai/resources/completions';
 import { loadOpenAiConfig } from './config';
 import {
   ChatProxyError,
@@ -53,17 +54,34 @@ async function getClient(forceRefresh: boolean): Promise<OpenAI> {
   return client;
 }
 
-async function call<T>(request: (openai: OpenAI) => Promise<T>): Promise<T> {
+type Request<T> = (openai: OpenAI) => Promise<T>;
+
+/** Runs a request; after a 401 it reads the key secret again and retries once with the new key. */
+async function call<T>(request: Request<T>): Promise<T> {
   try {
     return await request(await getClient(false));
   } catch (error) {
-    if (!(error instanceof OpenAI.AuthenticationError) || 'value' in openAiConfig.apiKey)
-      throw toChatProxyError(error);
+    const canRefresh = error instanceof OpenAI.AuthenticationError && 'secretArn' in openAiConfig.apiKey;
+    if (!canRefresh) throw toChatProxyError(error);
   }
   try {
     return await request(await getClient(true));
   } catch (error) {
     throw toChatProxyError(error);
+  }
+}
+
+/**
+ * Runs a request under a deadline. The SDK's own timeout stops at the response headers, so a
+ * server that sends headers and then stalls would otherwise hold the request forever.
+ */
+async function callWithDeadline<T>(request: (openai: OpenAI, signal: AbortSignal) => Promise<T>): Promise<T> {
+  const deadline = AbortSignal.timeout(openAiConfig.timeoutMs);
+  try {
+    return await call((openai) => request(openai, deadline));
+  } catch (error) {
+    if (deadline.aborted) throw new UpstreamTimeoutError(undefined, { cause: error });
+    throw error;
   }
 }
 
@@ -108,33 +126,92 @@ function upstreamMessage(error: InstanceType<typeof OpenAI.APIError>): string {
 
 /** One chat completion with the deployment's model and parameters. */
 export async function complete(messages: ChatCompletionMessageParam[]): Promise<Completion> {
-  const completion = await call((openai) =>
-    openai.chat.completions.create({
-      model: openAiConfig.model,
-      messages,
-      ...(openAiConfig.temperature === undefined ? {} : { temperature: openAiConfig.temperature }),
-      ...(openAiConfig.maxTokens === undefined ? {} : { max_completion_tokens: openAiConfig.maxTokens }),
-    }),
+  const completion = await callWithDeadline((openai, signal) =>
+    openai.chat.completions.create({ ...completionParams(messages), stream: false }, { signal }),
   );
   const message = completion.choices?.[0]?.message;
   if (message === undefined) {
     throw new UpstreamError('upstream_invalid_response', 'OpenAI answered without a message');
   }
-  const usage = completion.usage;
+  return { content: message.content ?? message.refusal ?? '', tokens: tokensOf(completion.usage) };
+}
+
+function completionParams(messages: ChatCompletionMessageParam[]) {
   return {
-    content: message.content ?? message.refusal ?? '',
-    tokens: {
-      completion_tokens: usage?.completion_tokens ?? 0,
-      prompt_tokens: usage?.prompt_tokens ?? 0,
-      total_tokens: usage?.total_tokens ?? 0,
-    },
+    model: openAiConfig.model,
+    messages,
+    ...(openAiConfig.temperature === undefined ? {} : { temperature: openAiConfig.temperature }),
+    ...(openAiConfig.maxTokens === undefined ? {} : { max_completion_tokens: openAiConfig.maxTokens }),
   };
+}
+
+function tokensOf(usage: CompletionUsage | null | undefined): TokenUsage {
+  return {
+    completion_tokens: usage?.completion_tokens ?? 0,
+    prompt_tokens: usage?.prompt_tokens ?? 0,
+    total_tokens: usage?.total_tokens ?? 0,
+  };
+}
+
+/** What a streamed completion yields: text as it is written, then the token usage. */
+export type StreamEvent =
+  | { readonly type: 'delta'; readonly content: string }
+  | { readonly type: 'end'; readonly tokens: TokenUsage };
+
+/**
+ * Starts a streamed completion. The promise settles once OpenAI has answered with its status, so
+ * every upstream refusal (429, 5xx, bad key) is thrown before the caller writes a byte; the
+ * returned iterator then yields the reply as it is written. `signal` aborts the upstream request
+ * (the client went away). No progress for OPENAI_TIMEOUT_MS is a timeout.
+ */
+export async function streamCompletion(
+  messages: ChatCompletionMessageParam[],
+  signal: AbortSignal,
+): Promise<AsyncGenerator<StreamEvent>> {
+  const idle = new AbortController();
+  let timer = setTimeout(() => idle.abort(), openAiConfig.timeoutMs);
+  const progressed = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => idle.abort(), openAiConfig.timeoutMs);
+  };
+  const failure = (error: unknown) =>
+    idle.signal.aborted ? new UpstreamTimeoutError(undefined, { cause: error }) : toChatProxyError(error);
+
+  let stream: AsyncIterable<ChatCompletionChunk>;
+  try {
+    stream = await call((openai) =>
+      openai.chat.completions.create(
+        { ...completionParams(messages), stream: true, stream_options: { include_usage: true } },
+        { signal: AbortSignal.any([signal, idle.signal]) },
+      ),
+    );
+  } catch (error) {
+    clearTimeout(timer);
+    throw failure(error);
+  }
+
+  return (async function* () {
+    let usage: CompletionUsage | null | undefined;
+    try {
+      for await (const chunk of stream) {
+        progressed();
+        const content = chunk.choices?.[0]?.delta?.content;
+        if (content) yield { type: 'delta', content } as const;
+        usage = chunk.usage ?? usage;
+      }
+    } catch (error) {
+      throw failure(error);
+    } finally {
+      clearTimeout(timer);
+    }
+    yield { type: 'end', tokens: tokensOf(usage) } as const;
+  })();
 }
 
 /** OpenAI moderation of one text, answered as OpenAI gives it. */
 export async function moderate(input: string): Promise<ModerationResult> {
-  const { id, model, results } = await call((openai) =>
-    openai.moderations.create({ model: openAiConfig.moderationModel, input }),
+  const { id, model, results } = await callWithDeadline((openai, signal) =>
+    openai.moderations.create({ model: openAiConfig.moderationModel, input }, { signal }),
   );
   return { id, model, results };
 }
