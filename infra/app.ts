@@ -1,0 +1,12 @@
+import { App } from 'aws-cdk-lib';
+import { ChatProxyStack } from './chat-proxy-stack';
+
+const app = new App();
+new ChatProxyStack(app, 'ChatProxy', {
+  description: 'Chat proxy: a conversation-keeping API in front of OpenAI',
+  // The CDK CLI overwrites CDK_DEFAULT_REGION with its own guess, so an explicit AWS_REGION wins.
+  env: {
+    account: process.env.CDK_DEFAULT_ACCOUNT,
+    region: process.env.AWS_REGION ?? process.env.CDK_DEFAULT_REGION,
+  },
+});

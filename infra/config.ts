@@ -1,0 +1,199 @@
+import { Period } from 'aws-cdk-lib/aws-apigateway';
+import type { Node } from 'constructs';
+
+/**
+ * The deployment settings, read from CDK context (`cdk.json` or `cdk deploy -c key=value`). This is
+ * the only module that reads context; constructs get these values as typed props.
+ */
+export interface StackConfig {
+  /**
+   * Chat model the functions call.
+   * @default 'gpt-4.1-mini'
+   */
+  readonly openAiModel: string;
+  /**
+   * Moderation model for `POST /mod`.
+   * @default - the functions' own default
+   */
+  readonly openAiModerationModel: string | undefined;
+  /**
+   * Complete ARN of an existing secret holding the OpenAI API key.
+   * @default - the stack creates the secret
+   */
+  readonly openAiSecretArn: string | undefined;
+  /**
+   * Complete ARN of an existing secret holding the Redis URL.
+   * @default - the stack creates the secret
+   */
+  readonly redisSecretArn: string | undefined;
+  /**
+   * API Gateway stage, the last segment of the API URL.
+   * @default 'prod'
+   */
+  readonly stageName: string;
+  /**
+   * One API key (one tenant) per name.
+   * @default ['default']
+   */
+  readonly apiKeys: readonly string[];
+  /**
+   * Steady-state requests per second, per API key.
+   * @default 10
+   */
+  readonly throttleRateLimit: number;
+  /**
+   * Requests allowed in a burst, per API key.
+   * @default 20
+   */
+  readonly throttleBurstLimit: number;
+  /**
+   * Requests per `quotaPeriod`, per API key.
+   * @default 10000
+   */
+  readonly quotaLimit: number;
+  /**
+   * @default Period.DAY
+   */
+  readonly quotaPeriod: Period;
+}
+
+export class StackConfigError extends Error {
+  override readonly name = 'StackConfigError';
+
+  constructor(key: string, expected: string, got: unknown) {
+    super(`Invalid CDK context "${key}": expected ${expected}, got ${JSON.stringify(got)}`);
+  }
+}
+
+/** Reads and validates every context key the stack uses; throws a StackConfigError naming the bad key. */
+export function readStackConfig(node: Node): StackConfig {
+  // `-c key=value` on the command line always yields a string, cdk.json yields typed JSON: accept both.
+  const raw = (key: string): unknown => {
+    const value: unknown = node.tryGetContext(key);
+    return typeof value === 'string' && value.trim() === '' ? undefined : value;
+  };
+
+  const apiKeys = listOf(raw('apiKeys'), 'apiKeys') ?? ['default'];
+  validateApiKeyNames(apiKeys);
+
+  return {
+    openAiModel: modelName(raw('openAiModel'), 'openAiModel') ?? 'gpt-4.1-mini',
+    openAiModerationModel: modelName(raw('openAiModerationModel'), 'openAiModerationModel'),
+    openAiSecretArn: secretArn(raw('openAiSecretArn'), 'openAiSecretArn'),
+    redisSecretArn: secretArn(raw('redisSecretArn'), 'redisSecretArn'),
+    stageName: stageName(raw('stageName'), 'stageName') ?? 'prod',
+    apiKeys,
+    throttleRateLimit: numberIn(raw('throttleRateLimit'), 'throttleRateLimit', { min: 0.001 }) ?? 10,
+    throttleBurstLimit:
+      numberIn(raw('throttleBurstLimit'), 'throttleBurstLimit', { min: 1, integer: true }) ?? 20,
+    quotaLimit: numberIn(raw('quotaLimit'), 'quotaLimit', { min: 1, integer: true }) ?? 10_000,
+    quotaPeriod: period(raw('quotaPeriod'), 'quotaPeriod') ?? Period.DAY,
+  };
+}
+
+/**
+ * The part of a CloudFormation logical id derived from an API key name: logical ids keep only
+ * letters and digits, so two names that differ only in `-` or `_` would collide.
+ */
+export function apiKeyLogicalName(name: string): string {
+  const alphanumeric = name.replace(/[^A-Za-z0-9]/g, '');
+  return alphanumeric.charAt(0).toUpperCase() + alphanumeric.slice(1);
+}
+
+function modelName(value: unknown, key: string): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string' || !/^[A-Za-z0-9._:/-]{1,128}$/.test(value.trim())) {
+    throw new StackConfigError(key, 'a model name such as "gpt-4.1-mini"', value);
+  }
+  return value.trim();
+}
+
+function secretArn(value: unknown, key: string): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  // A partial ARN (without the random suffix) would make the IAM grant miss the secret, so only the
+  // complete ARN is accepted.
+  const complete =
+    /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$/;
+  if (typeof value !== 'string' || !complete.test(value.trim())) {
+    throw new StackConfigError(
+      key,
+      'the complete ARN of a Secrets Manager secret, ending in "-" and 6 characters ' +
+        '(aws secretsmanager describe-secret --secret-id NAME --query ARN)',
+      value,
+    );
+  }
+  return value.trim();
+}
+
+function stageName(value: unknown, key: string): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string' || !/^[A-Za-z0-9_-]{1,128}$/.test(value)) {
+    throw new StackConfigError(key, 'letters, digits, "-" and "_" (1-128 characters)', value);
+  }
+  return value;
+}
+
+function listOf(value: unknown, key: string): string[] | undefined {
+  if (value === undefined || value === null) return undefined;
+  let list: unknown = value;
+  if (typeof value === 'string') {
+    try {
+      list = value.trim().startsWith('[') ? JSON.parse(value) : value.split(',');
+    } catch {
+      throw new StackConfigError(key, 'a JSON array of names or a comma-separated list', value);
+    }
+  }
+  if (!Array.isArray(list) || list.length === 0 || !list.every((item) => typeof item === 'string')) {
+    throw new StackConfigError(key, 'a non-empty list of names, e.g. ["default"] or "a,b"', value);
+  }
+  return list.map((item: string) => item.trim());
+}
+
+function validateApiKeyNames(names: readonly string[]): void {
+  const seen = new Map<string, string>();
+  for (const name of names) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/.test(name)) {
+      throw new StackConfigError(
+        'apiKeys',
+        'names of letters, digits, "-" and "_" (1-64, starting with a letter or digit)',
+        name,
+      );
+    }
+    const logicalName = apiKeyLogicalName(name).toLowerCase();
+    const clash = seen.get(logicalName);
+    if (clash !== undefined) {
+      throw new StackConfigError(
+        'apiKeys',
+        `names that differ in more than "-", "_" or case (${clash})`,
+        name,
+      );
+    }
+    seen.set(logicalName, name);
+  }
+}
+
+function numberIn(
+  value: unknown,
+  key: string,
+  { min, integer = false }: { min: number; integer?: boolean },
+): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  const parsed = typeof value === 'string' ? Number(value.trim()) : value;
+  if (
+    typeof parsed !== 'number' ||
+    !Number.isFinite(parsed) ||
+    parsed < min ||
+    (integer && !Number.isInteger(parsed))
+  ) {
+    throw new StackConfigError(key, `${integer ? 'an integer' : 'a number'} of at least ${min}`, value);
+  }
+  return parsed;
+}
+
+function period(value: unknown, key: string): Period | undefined {
+  if (value === undefined || value === null) return undefined;
+  const periods: Record<string, Period> = { DAY: Period.DAY, WEEK: Period.WEEK, MONTH: Period.MONTH };
+  const parsed = typeof value === 'string' ? periods[value.trim().toUpperCase()] : undefined;
+  if (parsed === undefined) throw new StackConfigError(key, 'one of "DAY", "WEEK", "MONTH"', value);
+  return parsed;
+}

@@ -1,0 +1,301 @@
+import { Match } from 'aws-cdk-lib/assertions';
+import { describe, expect, it } from 'vitest';
+import { routes } from '../../functions/routes';
+import { resourcesByRoute, synthesize } from './synth';
+
+const healthRoute = routes.find((route) => route.method === 'GET' && route.path === '/');
+
+/** The template value of a stack output, e.g. the `Ref` of the secret it names. */
+function outputValue(template: ReturnType<typeof synthesize>['template'], name: string): unknown {
+  const outputs = (template.toJSON() as { Outputs: Record<string, { Value: unknown }> }).Outputs;
+  return outputs[name]?.Value;
+}
+
+describe('ChatProxyStack with default settings', () => {
+  const { template } = synthesize();
+  const byRoute = resourcesByRoute(template);
+  const openAiSecret = outputValue(template, 'OpenAiSecretArn');
+  const redisSecret = outputValue(template, 'RedisSecretArn');
+
+  describe('functions', () => {
+    it('creates one Lambda function per route and no other function', () => {
+      template.resourceCountIs('AWS::Lambda::Function', routes.length);
+      expect(new Set([...byRoute.values()].map((r) => r.functionId)).size).toBe(routes.length);
+    });
+
+    it('runs every function on arm64 and a Node.js 22 or newer runtime', () => {
+      for (const { route, function: fn } of byRoute.values()) {
+        expect(fn.Architectures, route.id).toEqual(['arm64']);
+        const major = Number(/^nodejs(\d+)\.x$/.exec(String(fn.Runtime))?.[1]);
+        expect(major, route.id).toBeGreaterThanOrEqual(22);
+      }
+    });
+
+    it('gives every function 256 MB and the exported handler', () => {
+      template.allResourcesProperties('AWS::Lambda::Function', { MemorySize: 256, Handler: 'index.handler' });
+    });
+
+    it('gives buffered routes a 30 s timeout and streaming routes 10 minutes', () => {
+      for (const { route, function: fn } of byRoute.values()) {
+        expect(fn.Timeout, route.id).toBe(route.streaming ? 600 : 30);
+      }
+    });
+
+    it('logs each function to its own log group kept for one month', () => {
+      template.resourceCountIs('AWS::Logs::LogGroup', routes.length);
+      template.allResourcesProperties('AWS::Logs::LogGroup', { RetentionInDays: 30 });
+      const logGroups = [...byRoute.values()].map((r) => JSON.stringify(r.function.LoggingConfig));
+      expect(new Set(logGroups).size).toBe(routes.length);
+    });
+
+    it('does not enable source maps through NODE_OPTIONS', () => {
+      for (const { route, environment } of byRoute.values()) {
+        expect(String(environment.NODE_OPTIONS ?? ''), route.id).not.toContain('--enable-source-maps');
+      }
+    });
+  });
+
+  describe('routes', () => {
+    it.each(routes)('serves $method $path with its own function', (route) => {
+      const resources = byRoute.get(route.id);
+
+      expect(resources?.method).toBe(route.method);
+      expect(resources?.path).toBe(route.path);
+      expect(resources?.function.Description).toMatch(new RegExp(`^${route.method} ${route.path}: `));
+    });
+
+    it('has no method beyond those of the route table', () => {
+      template.resourceCountIs('AWS::ApiGateway::Method', routes.length);
+      template.allResourcesProperties('AWS::ApiGateway::Method', {
+        Integration: Match.objectLike({ Type: 'AWS_PROXY', IntegrationHttpMethod: 'POST' }),
+      });
+    });
+
+    it('streams the chat and image routes through response-streaming integrations over 29 s', () => {
+      const streamed = routes
+        .filter((route) => route.streaming)
+        .map((route) => `${route.method} ${route.path}`);
+      expect(streamed.sort()).toEqual(['POST /{chat_id}/chat', 'POST /{chat_id}/img']);
+      for (const { route, integration } of byRoute.values()) {
+        if (route.streaming) {
+          expect(integration.ResponseTransferMode, route.id).toBe('STREAM');
+          expect(integration.TimeoutInMillis, route.id).toBe(600_000);
+          expect(JSON.stringify(integration.Uri), route.id).toMatch(/response-streaming-invocations/);
+        } else {
+          expect(integration.ResponseTransferMode ?? 'BUFFERED', route.id).toBe('BUFFERED');
+          expect(JSON.stringify(integration.Uri), route.id).not.toMatch(/response-streaming-invocations/);
+        }
+      }
+    });
+
+    it('requires an API key on every route except GET /', () => {
+      for (const { route, apiKeyRequired } of byRoute.values()) {
+        expect(apiKeyRequired, route.id).toBe(route !== healthRoute);
+      }
+    });
+  });
+
+  describe('secrets', () => {
+    it('creates the OpenAI key and Redis URL secrets with generated placeholders, never a value', () => {
+      template.resourceCountIs('AWS::SecretsManager::Secret', 2);
+      template.allResourcesProperties('AWS::SecretsManager::Secret', {
+        GenerateSecretString: Match.anyValue(),
+        SecretString: Match.absent(),
+      });
+      template.hasResourceProperties('AWS::SecretsManager::Secret', {
+        Description: Match.stringLikeRegexp('OpenAI API key'),
+      });
+      template.hasResourceProperties('AWS::SecretsManager::Secret', {
+        Description: Match.stringLikeRegexp('rediss://'),
+      });
+    });
+
+    it.each(routes)('lets the $id function read exactly the secrets its route needs', (route) => {
+      const expected = [
+        ...(route.needs.includes('openai') ? [openAiSecret] : []),
+        ...(route.needs.includes('redis') ? [redisSecret] : []),
+      ];
+
+      const readable = byRoute.get(route.id)?.readableSecrets ?? [];
+
+      expect(readable).toHaveLength(expected.length);
+      expect(readable).toEqual(expect.arrayContaining(expected));
+    });
+
+    it.each(routes)('gives the $id function secret ARNs per need and no secret values', (route) => {
+      const environment = byRoute.get(route.id)?.environment ?? {};
+
+      expect(environment.OPENAI_SECRET_ARN).toEqual(
+        route.needs.includes('openai') ? openAiSecret : undefined,
+      );
+      expect(environment.REDIS_SECRET_ARN).toEqual(route.needs.includes('redis') ? redisSecret : undefined);
+      expect(environment).not.toHaveProperty('OPENAI_API_KEY');
+      expect(environment).not.toHaveProperty('REDIS_URL');
+    });
+
+    it('gives the OpenAI model only to the functions that call OpenAI', () => {
+      for (const { route, environment } of byRoute.values()) {
+        expect(environment.OPENAI_MODEL, route.id).toBe(
+          route.needs.includes('openai') ? 'gpt-4.1-mini' : undefined,
+        );
+        expect(environment.OPENAI_MODERATION_MODEL, route.id).toBeUndefined();
+      }
+    });
+  });
+
+  describe('API', () => {
+    it('is one Regional REST API deployed to the prod stage without tracing', () => {
+      template.resourceCountIs('AWS::ApiGateway::RestApi', 1);
+      template.hasResourceProperties('AWS::ApiGateway::RestApi', {
+        EndpointConfiguration: { Types: ['REGIONAL'] },
+      });
+      template.hasResourceProperties('AWS::ApiGateway::Stage', { StageName: 'prod', TracingEnabled: false });
+      template.resourceCountIs('AWS::ApiGateway::Account', 0);
+    });
+
+    it('creates one API key, named "default", whose value CloudFormation generates', () => {
+      template.resourceCountIs('AWS::ApiGateway::ApiKey', 1);
+      template.hasResourceProperties('AWS::ApiGateway::ApiKey', {
+        Name: 'ChatProxy-default',
+        Enabled: true,
+        Value: Match.absent(),
+      });
+    });
+
+    it('limits every key through one usage plan on the deployed stage', () => {
+      template.resourceCountIs('AWS::ApiGateway::UsagePlan', 1);
+      template.hasResourceProperties('AWS::ApiGateway::UsagePlan', {
+        Throttle: { RateLimit: 10, BurstLimit: 20 },
+        Quota: { Limit: 10_000, Period: 'DAY' },
+        ApiStages: [Match.objectLike({ ApiId: Match.anyValue(), Stage: Match.anyValue() })],
+      });
+      template.resourceCountIs('AWS::ApiGateway::UsagePlanKey', 1);
+    });
+
+    it.each([
+      { type: 'INVALID_API_KEY', status: '403', code: 'forbidden' },
+      { type: 'MISSING_AUTHENTICATION_TOKEN', status: '403', code: 'forbidden' },
+      { type: 'THROTTLED', status: '429', code: 'rate_limited' },
+      { type: 'QUOTA_EXCEEDED', status: '429', code: 'rate_limited' },
+      { type: 'REQUEST_TOO_LARGE', status: '413', code: 'payload_too_large' },
+      { type: 'DEFAULT_4XX', status: undefined, code: 'bad_request' },
+      { type: 'DEFAULT_5XX', status: undefined, code: 'gateway_error' },
+    ])('answers $type with $status and a JSON error coded $code', ({ type, status, code }) => {
+      const responses = template.findResources('AWS::ApiGateway::GatewayResponse', {
+        Properties: { ResponseType: type },
+      });
+      const [response] = Object.values(responses);
+
+      expect(Object.keys(responses)).toHaveLength(1);
+      expect(response?.Properties.StatusCode).toBe(status);
+      expect(response?.Properties.ResponseParameters).toEqual({
+        'gatewayresponse.header.Content-Type': "'application/json'",
+      });
+      // API Gateway renders $context.error.messageString as a quoted JSON string.
+      const body = String(response?.Properties.ResponseTemplates['application/json']).replace(
+        '$context.error.messageString',
+        '"API Gateway message"',
+      );
+      expect(JSON.parse(body)).toEqual({ error: { code, message: expect.any(String) } });
+    });
+  });
+
+  describe('outputs', () => {
+    it('outputs the API URL, both secret ARNs, and the API key id with the command that reads its value', () => {
+      const outputs = Object.keys(template.findOutputs('*'));
+
+      expect(outputs.sort()).toEqual(
+        [
+          'ApiKeyIdDefault',
+          'ApiKeyValueCommandDefault',
+          'ApiUrl',
+          'OpenAiSecretArn',
+          'RedisSecretArn',
+        ].sort(),
+      );
+      template.hasOutput('ApiKeyValueCommandDefault', {
+        Value: {
+          'Fn::Join': [
+            '',
+            [
+              'aws apigateway get-api-key --api-key ',
+              { Ref: Match.anyValue() },
+              ' --include-value --query value --output text --region us-east-1',
+            ],
+          ],
+        },
+      });
+    });
+  });
+});
+
+describe('ChatProxyStack with context overrides', () => {
+  const openAiSecretArn = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:chat-proxy/openai-AbC123';
+  const redisSecretArn = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:chat-proxy/redis-XyZ789';
+  const { template } = synthesize({
+    openAiModel: 'gpt-5-mini',
+    openAiModerationModel: 'omni-moderation-2024-09-26',
+    openAiSecretArn,
+    redisSecretArn,
+    stageName: 'v1',
+    apiKeys: ['tenant-a', 'tenant-b'],
+    throttleRateLimit: 5,
+    throttleBurstLimit: 8,
+    quotaLimit: 500,
+    quotaPeriod: 'WEEK',
+  });
+  const byRoute = resourcesByRoute(template);
+
+  it('passes the model settings to the functions that call OpenAI', () => {
+    for (const { route, environment } of byRoute.values()) {
+      const callsOpenAi = route.needs.includes('openai');
+
+      expect(environment.OPENAI_MODEL, route.id).toBe(callsOpenAi ? 'gpt-5-mini' : undefined);
+      expect(environment.OPENAI_MODERATION_MODEL, route.id).toBe(
+        callsOpenAi ? 'omni-moderation-2024-09-26' : undefined,
+      );
+    }
+  });
+
+  it('imports the given secrets instead of creating any', () => {
+    template.resourceCountIs('AWS::SecretsManager::Secret', 0);
+    template.hasOutput('OpenAiSecretArn', { Value: openAiSecretArn });
+    template.hasOutput('RedisSecretArn', { Value: redisSecretArn });
+  });
+
+  it.each(routes)('lets the $id function read exactly the imported ARNs its route needs', (route) => {
+    const expected = [
+      ...(route.needs.includes('openai') ? [openAiSecretArn] : []),
+      ...(route.needs.includes('redis') ? [redisSecretArn] : []),
+    ];
+
+    const resources = byRoute.get(route.id);
+
+    expect([...(resources?.readableSecrets ?? [])].sort()).toEqual(expected.sort());
+    expect(resources?.environment.OPENAI_SECRET_ARN).toBe(
+      route.needs.includes('openai') ? openAiSecretArn : undefined,
+    );
+    expect(resources?.environment.REDIS_SECRET_ARN).toBe(
+      route.needs.includes('redis') ? redisSecretArn : undefined,
+    );
+  });
+
+  it('creates one API key per name, each in the usage plan, with its outputs', () => {
+    template.resourceCountIs('AWS::ApiGateway::ApiKey', 2);
+    template.resourceCountIs('AWS::ApiGateway::UsagePlanKey', 2);
+    for (const name of ['tenant-a', 'tenant-b']) {
+      template.hasResourceProperties('AWS::ApiGateway::ApiKey', { Name: `ChatProxy-${name}` });
+    }
+    for (const output of ['ApiKeyIdTenanta', 'ApiKeyIdTenantb', 'ApiKeyValueCommandTenanta']) {
+      template.hasOutput(output, {});
+    }
+  });
+
+  it('applies the throttle, quota and stage name', () => {
+    template.hasResourceProperties('AWS::ApiGateway::UsagePlan', {
+      Throttle: { RateLimit: 5, BurstLimit: 8 },
+      Quota: { Limit: 500, Period: 'WEEK' },
+    });
+    template.hasResourceProperties('AWS::ApiGateway::Stage', { StageName: 'v1' });
+  });
+});

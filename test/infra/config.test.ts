@@ -1,0 +1,76 @@
+import { App } from 'aws-cdk-lib';
+import { Period } from 'aws-cdk-lib/aws-apigateway';
+import { describe, expect, it } from 'vitest';
+import { readStackConfig } from '../../infra/config';
+import { cdkJsonContext, synthesize } from './synth';
+
+function configFrom(context: Record<string, unknown>) {
+  return readStackConfig(new App({ context }).node);
+}
+
+describe('readStackConfig', () => {
+  it('uses the documented defaults when the context sets nothing', () => {
+    const config = configFrom({});
+
+    expect(config).toEqual({
+      openAiModel: 'gpt-4.1-mini',
+      openAiModerationModel: undefined,
+      openAiSecretArn: undefined,
+      redisSecretArn: undefined,
+      stageName: 'prod',
+      apiKeys: ['default'],
+      throttleRateLimit: 10,
+      throttleBurstLimit: 20,
+      quotaLimit: 10_000,
+      quotaPeriod: Period.DAY,
+    });
+  });
+
+  it('accepts the context in cdk.json', () => {
+    expect(() => configFrom(cdkJsonContext)).not.toThrow();
+  });
+
+  it('accepts the strings that `cdk synth -c key=value` passes', () => {
+    const config = configFrom({
+      apiKeys: 'tenant-a, tenant-b',
+      throttleRateLimit: '2.5',
+      throttleBurstLimit: '5',
+      quotaLimit: '100',
+      quotaPeriod: 'month',
+    });
+
+    expect(config).toMatchObject({
+      apiKeys: ['tenant-a', 'tenant-b'],
+      throttleRateLimit: 2.5,
+      throttleBurstLimit: 5,
+      quotaLimit: 100,
+      quotaPeriod: Period.MONTH,
+    });
+  });
+
+  it('accepts apiKeys as a JSON array string', () => {
+    expect(configFrom({ apiKeys: '["a","b"]' }).apiKeys).toEqual(['a', 'b']);
+  });
+
+  it.each([
+    { key: 'throttleRateLimit', value: 'fast' },
+    { key: 'throttleRateLimit', value: 0 },
+    { key: 'throttleBurstLimit', value: 1.5 },
+    { key: 'quotaLimit', value: -1 },
+    { key: 'quotaPeriod', value: 'YEAR' },
+    { key: 'stageName', value: 'prod/v1' },
+    { key: 'openAiModel', value: 'gpt 4' },
+    { key: 'apiKeys', value: [] },
+    { key: 'apiKeys', value: ['has space'] },
+    { key: 'apiKeys', value: ['tenant-a', 'tenant_a'] },
+    { key: 'apiKeys', value: '[not json' },
+    { key: 'openAiSecretArn', value: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:openai' },
+    { key: 'redisSecretArn', value: 'chat-proxy/redis' },
+  ])('rejects $key = $value with an error naming the key', ({ key, value }) => {
+    expect(() => configFrom({ [key]: value })).toThrow(`Invalid CDK context "${key}"`);
+  });
+
+  it('stops the stack from synthesizing when a setting is invalid', () => {
+    expect(() => synthesize({ quotaPeriod: 'YEAR' })).toThrow('Invalid CDK context "quotaPeriod"');
+  });
+});
