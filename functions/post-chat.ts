@@ -1,9 +1,15 @@
-import { chatOf, json, parseBody, route, schemas } from './shared/http';
-import { runTurn } from './shared/turn';
+import { chatOf, json, parseBody, schemas, wantsStream } from './shared/http';
+import { streamingRoute } from './shared/streaming-route';
+import { runTurn, streamTurn } from './shared/turn';
 
-/** `POST /{chat_id}/chat`: one turn of the conversation. */
-export const handler = route(async (event) => {
+/** `POST /{chat_id}/chat`: one turn of the conversation, answered whole or streamed as events. */
+export const handler = streamingRoute(async (event, reply) => {
   const chat = chatOf(event);
-  const { content } = parseBody(event, schemas.content);
-  return json(200, await runTurn(chat, { role: 'user', content }));
+  const { content, stream } = parseBody(event, schemas.chat);
+  const user = { role: 'user', content } as const;
+  if (wantsStream(event, stream)) {
+    await streamTurn(chat, user, () => reply.events(), reply.signal);
+  } else {
+    reply.send(json(200, await runTurn(chat, user)));
+  }
 });

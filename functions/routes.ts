@@ -22,6 +22,11 @@ export interface RouteDefinition {
   /** Whether the route needs an API key (every route but the health check). */
   readonly apiKeyRequired: boolean;
   readonly needs: readonly Need[];
+  /**
+   * The handler is wrapped in `awslambda.streamifyResponse` and can stream its answer (Server-Sent
+   * Events); API Gateway must then use a streaming integration.
+   */
+  readonly streaming?: boolean;
   /** One line for docs and the API description. */
   readonly summary: string;
 }
@@ -88,7 +93,8 @@ export const routes: readonly RouteDefinition[] = [
     entry: 'post-chat',
     apiKeyRequired: true,
     needs: ['redis', 'openai'],
-    summary: 'Send a message to a chat and get the reply',
+    streaming: true,
+    summary: 'Send a message to a chat and get the reply, whole or streamed',
   },
   {
     id: 'GetChat',
@@ -106,7 +112,8 @@ export const routes: readonly RouteDefinition[] = [
     entry: 'post-img',
     apiKeyRequired: true,
     needs: ['redis', 'openai'],
-    summary: 'Send an image URL and a prompt to a chat and get the reply',
+    streaming: true,
+    summary: 'Send an image URL and a prompt to a chat and get the reply, whole or streamed',
   },
   {
     id: 'PostClear',

@@ -26,12 +26,20 @@ export interface ScriptedResponse {
   readonly delayMs?: number;
   /** Never answer (the client's timeout must fire). */
   readonly hang?: boolean;
+  /** For a streamed completion: the wait before each chunk. */
+  readonly chunkDelayMs?: number;
+  /** For a streamed completion: cut the connection after this many content chunks. */
+  readonly failAfterChunks?: number;
+  /** For a completion: reply with this text instead of the built-in model's. */
+  readonly content?: string;
 }
 
 export interface StandInOptions {
   readonly port?: number;
   /** Called for every request; return a response to override the built-in model. */
   readonly intercept?: (request: ReceivedRequest) => ScriptedResponse | undefined;
+  /** Called when a client goes away before its response is complete. */
+  readonly onAborted?: (request: ReceivedRequest) => void;
 }
 
 export interface RunningStandIn {
@@ -68,24 +76,71 @@ export function standInReply(messages: Message[]): string {
   return `${hasImage ? 'I see an image. ' : ''}You said: "${subject}" (offline stand-in model, turn ${turn})`;
 }
 
-function completionBody(body: { model?: string; messages?: Message[] }): unknown {
+interface CompletionRequest {
+  model?: string;
+  messages?: Message[];
+  stream?: boolean;
+  stream_options?: { include_usage?: boolean };
+}
+
+function completionOf(body: CompletionRequest, override: string | undefined) {
   const messages = Array.isArray(body.messages) ? body.messages : [];
-  const content = standInReply(messages);
+  const content = override ?? standInReply(messages);
   const promptTokens = messages.reduce((sum, message) => sum + countTokens(textOf(message.content)) + 4, 0);
   const completionTokens = countTokens(content);
-  const id = createHash('sha256').update(JSON.stringify(messages)).digest('hex').slice(0, 24);
   return {
-    id: `chatcmpl-${id}`,
-    object: 'chat.completion',
-    created: 0,
+    id: `chatcmpl-${createHash('sha256').update(JSON.stringify(messages)).digest('hex').slice(0, 24)}`,
     model: body.model ?? 'stand-in',
-    choices: [{ index: 0, message: { role: 'assistant', content, refusal: null }, finish_reason: 'stop' }],
+    content,
     usage: {
       prompt_tokens: promptTokens,
       completion_tokens: completionTokens,
       total_tokens: promptTokens + completionTokens,
     },
   };
+}
+
+function completionBody(body: CompletionRequest, override: string | undefined): unknown {
+  const { id, model, content, usage } = completionOf(body, override);
+  return {
+    id,
+    object: 'chat.completion',
+    created: 0,
+    model,
+    choices: [{ index: 0, message: { role: 'assistant', content, refusal: null }, finish_reason: 'stop' }],
+    usage,
+  };
+}
+
+/** The reply split the way a model streams it: a word with its following space per chunk. */
+export function streamPieces(content: string): string[] {
+  return content.match(/\S+\s*|\s+/g) ?? [];
+}
+
+async function streamCompletion(
+  res: ServerResponse,
+  body: CompletionRequest,
+  script: ScriptedResponse | undefined,
+): Promise<void> {
+  const { id, model, content, usage } = completionOf(body, script?.content);
+  const frame = (payload: object) =>
+    `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created: 0, model, ...payload })}\n\n`;
+  const chunk = (delta: object, finish: string | null) =>
+    frame({ choices: [{ index: 0, delta, finish_reason: finish }] });
+  res.writeHead(200, { 'content-type': 'text/event-stream', ...script?.headers });
+  res.write(chunk({ role: 'assistant', content: '' }, null));
+  for (const [index, piece] of streamPieces(content).entries()) {
+    if (script?.chunkDelayMs) await new Promise((resolve) => setTimeout(resolve, script.chunkDelayMs));
+    if (res.destroyed) return;
+    if (script?.failAfterChunks !== undefined && index >= script.failAfterChunks) {
+      res.socket?.destroy();
+      return;
+    }
+    res.write(chunk({ content: piece }, null));
+  }
+  res.write(chunk({}, 'stop'));
+  if (body.stream_options?.include_usage) res.write(frame({ choices: [], usage }));
+  res.end('data: [DONE]\n\n');
 }
 
 const MODERATION_CATEGORIES = [
@@ -122,10 +177,10 @@ function moderationBody(body: { model?: string; input?: unknown }): unknown {
   };
 }
 
-function builtIn(request: ReceivedRequest): ScriptedResponse {
+function builtIn(request: ReceivedRequest, script: ScriptedResponse | undefined): ScriptedResponse {
   const body = (request.body ?? {}) as Record<string, never>;
   if (request.method === 'POST' && request.path === '/chat/completions')
-    return { body: completionBody(body) };
+    return { body: completionBody(body, script?.content) };
   if (request.method === 'POST' && request.path === '/moderations') return { body: moderationBody(body) };
   return {
     status: 404,
@@ -162,10 +217,25 @@ export async function startOpenAiStandIn(options: StandInOptions = {}): Promise<
       headers: req.headers,
       body: await readBody(req),
     };
-    const response = options.intercept?.(request) ?? builtIn(request);
-    if (response.hang) return;
-    if (response.delayMs) await new Promise((resolve) => setTimeout(resolve, response.delayMs));
-    if (!res.destroyed) send(res, response);
+    res.once('close', () => {
+      if (!res.writableFinished) options.onAborted?.(request);
+    });
+    const script = options.intercept?.(request);
+    if (script?.hang) return;
+    if (script?.delayMs) await new Promise((resolve) => setTimeout(resolve, script.delayMs));
+    if (res.destroyed) return;
+    const streamed =
+      request.path === '/chat/completions' && (request.body as CompletionRequest | undefined)?.stream;
+    if (streamed && (script?.status ?? 200) < 300 && script?.body === undefined) {
+      await streamCompletion(res, request.body as CompletionRequest, script);
+      return;
+    }
+    send(
+      res,
+      script?.body !== undefined || script?.status !== undefined
+        ? { ...script }
+        : { ...script, ...builtIn(request, script) },
+    );
   });
   await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;

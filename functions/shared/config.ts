@@ -133,3 +133,12 @@ export function loadSecretsConfig(env: Env = process.env): SecretsConfig {
 export function isSamLocal(env: Env = process.env): boolean {
   return optional(env, 'AWS_SAM_LOCAL') === 'true';
 }
+
+export interface StreamingConfig {
+  /** Longest silence on a streamed reply before a `: keep-alive` comment goes out. */
+  readonly keepAliveMs: number;
+}
+
+export function loadStreamingConfig(env: Env = process.env): StreamingConfig {
+  return { keepAliveMs: integer(env, 'STREAM_KEEPALIVE_MS', 15_000, 10, 60_000) };
+}

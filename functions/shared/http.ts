@@ -24,10 +24,23 @@ export function json(statusCode: number, body: unknown, headers: Record<string, 
   return { statusCode, headers: { ...JSON_HEADERS, ...headers }, body: JSON.stringify(body) };
 }
 
-/** The one mapping from an error to a response. Anything unexpected is a 500 with no detail. */
-export function errorResponse(error: unknown): ApiResult {
+/** The JSON body of an error: `{"error":{"code","message"}}`. */
+export interface ErrorBody {
+  readonly error: { readonly code: string; readonly message: string };
+}
+
+/** The one mapping from an error to a status, headers and body. Anything unexpected is a 500 with no detail. */
+export function describeError(error: unknown): {
+  status: number;
+  headers: Record<string, string>;
+  body: ErrorBody;
+} {
   if (error instanceof ChatProxyError) {
-    return json(error.status, { error: { code: error.code, message: error.message } }, { ...error.headers });
+    return {
+      status: error.status,
+      headers: { ...error.headers },
+      body: { error: { code: error.code, message: error.message } },
+    };
   }
   console.error(
     JSON.stringify({
@@ -36,7 +49,12 @@ export function errorResponse(error: unknown): ApiResult {
       error: String((error as Error)?.stack ?? error),
     }),
   );
-  return json(500, { error: { code: 'internal_error', message: 'Internal error' } });
+  return { status: 500, headers: {}, body: { error: { code: 'internal_error', message: 'Internal error' } } };
+}
+
+export function errorResponse(error: unknown): ApiResult {
+  const { status, headers, body } = describeError(error);
+  return json(status, body, headers);
 }
 
 /** Wraps a route's logic so every thrown error becomes the right JSON response. */
@@ -112,4 +130,11 @@ export function parseBody<S extends Extract<JsonSchema, { type: 'object' }>>(
   schema: S,
 ): Infer<S> {
   return validate(schema, parseJson(event));
+}
+
+/** Whether the client asked for a streamed reply: `"stream": true`, or `Accept: text/event-stream`. */
+export function wantsStream(event: ApiEvent, stream: boolean | undefined): boolean {
+  if (stream !== undefined) return stream;
+  const accept = Object.entries(event.headers ?? {}).find(([name]) => name.toLowerCase() === 'accept')?.[1];
+  return accept?.includes('text/event-stream') ?? false;
 }

@@ -192,11 +192,13 @@ export async function streamCompletion(
 
   return (async function* () {
     let usage: CompletionUsage | null | undefined;
+    let finished = false;
     try {
       for await (const chunk of stream) {
         progressed();
-        const content = chunk.choices?.[0]?.delta?.content;
-        if (content) yield { type: 'delta', content } as const;
+        const choice = chunk.choices?.[0];
+        if (choice?.delta?.content) yield { type: 'delta', content: choice.delta.content } as const;
+        finished ||= Boolean(choice?.finish_reason);
         usage = chunk.usage ?? usage;
       }
     } catch (error) {
@@ -204,6 +206,12 @@ export async function streamCompletion(
     } finally {
       clearTimeout(timer);
     }
+    // The SDK ends the iteration quietly on an abort, and a cut connection can look like a short
+    // stream: only a finish reason says the reply is complete.
+    if (idle.signal.aborted) throw new UpstreamTimeoutError();
+    if (signal.aborted) throw signal.reason;
+    if (!finished)
+      throw new UpstreamError('upstream_incomplete', 'OpenAI ended the reply before it was complete');
     yield { type: 'end', tokens: tokensOf(usage) } as const;
   })();
 }

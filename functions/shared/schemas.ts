@@ -13,12 +13,23 @@ export function requestSchemas(limits: Limits) {
     description: 'A message, prompt or text to check',
   } as const satisfies JsonSchema;
 
+  const stream = {
+    type: 'boolean',
+    description: 'Stream the reply as Server-Sent Events (as does an Accept: text/event-stream header)',
+  } as const satisfies JsonSchema;
+
   return {
-    /** `POST /system`, `POST /{chat_id}/system`, `POST /mod`, `POST /{chat_id}/chat`. */
+    /** `POST /system`, `POST /{chat_id}/system`, `POST /mod`. */
     content: {
       type: 'object',
       required: ['content'],
       properties: { content },
+    },
+    /** `POST /{chat_id}/chat`. */
+    chat: {
+      type: 'object',
+      required: ['content'],
+      properties: { content, stream },
     },
     /** `POST /{chat_id}/img`. */
     image: {
@@ -26,6 +37,7 @@ export function requestSchemas(limits: Limits) {
       required: ['content', 'url'],
       properties: {
         content,
+        stream,
         url: {
           type: 'string',
           minLength: 1,

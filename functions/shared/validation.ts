@@ -19,12 +19,22 @@ export type JsonSchema =
       /** Only `http`/`https` URLs pass. */
       readonly format?: 'uri';
       readonly description?: string;
-    };
+    }
+  | { readonly type: 'boolean'; readonly description?: string };
 
-/** Parsed shape of an object schema: required string properties become `string`. */
-export type Infer<S extends JsonSchema> = S extends { type: 'object'; properties: infer P }
-  ? { [K in keyof P]: P[K] extends JsonSchema ? Infer<P[K]> : never }
-  : string;
+type ObjectSchema = Extract<JsonSchema, { type: 'object' }>;
+type RequiredKeys<S extends ObjectSchema> = S['required'] extends readonly (infer K)[]
+  ? K & keyof S['properties']
+  : never;
+
+/** The parsed shape of a schema: required properties are present, the others optional. */
+export type Infer<S extends JsonSchema> = S extends ObjectSchema
+  ? { [K in RequiredKeys<S>]: Infer<S['properties'][K]> } & {
+      [K in Exclude<keyof S['properties'], RequiredKeys<S>>]?: Infer<S['properties'][K]>;
+    }
+  : S extends { type: 'boolean' }
+    ? boolean
+    : string;
 
 const HTTP_URL = /^https?:\/\//i;
 
@@ -55,10 +65,7 @@ function isHttpUrl(value: string): boolean {
  * Checks `value` against an object schema and returns it typed. Properties not in the schema are
  * ignored (and not returned), so clients that send extra fields keep working.
  */
-export function validate<S extends Extract<JsonSchema, { type: 'object' }>>(
-  schema: S,
-  value: unknown,
-): Infer<S> {
+export function validate<S extends ObjectSchema>(schema: S, value: unknown): Infer<S> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new ValidationError('invalid_body', 'The request body must be a JSON object');
   }
@@ -73,7 +80,11 @@ export function validate<S extends Extract<JsonSchema, { type: 'object' }>>(
       continue;
     }
     if (property.type === 'string') checkString(name, property, field);
-    else output[name] = validate(property, field);
+    else if (property.type === 'boolean' && typeof field !== 'boolean') {
+      throw new ValidationError('invalid_field', `${name} must be true or false`);
+    } else if (property.type === 'object') {
+      output[name] = validate(property, field);
+    }
     output[name] ??= field;
   }
   return output as Infer<S>;

@@ -3,10 +3,10 @@ import {
   PutSecretValueCommand,
   SecretsManagerClient,
 } from '@aws-sdk/client-secrets-manager';
-import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiEvent, uniqueId } from '../support/events';
 import { type FakeOpenAi, openAiError, startFakeOpenAi } from '../support/fake-openai';
+import { type Invoke, loadHandler } from '../support/handlers';
 import { type MotoServer, motoAvailable, spawnMotoServer } from '../support/moto';
 
 // Secrets Manager end to end: the real SDK, over HTTP, against moto_server. On CI it must run;
@@ -17,14 +17,12 @@ if (!available) {
   console.warn('moto_server is not on PATH: skipping the Secrets Manager end-to-end tests');
 }
 
-type Handler = (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult>;
-
 describe.runIf(available)('Secrets Manager end to end (moto_server)', () => {
   let moto: MotoServer;
   let fake: FakeOpenAi;
   let admin: SecretsManagerClient;
   let openAiSecretArn: string;
-  let postChat: Handler;
+  let postChat: Invoke;
 
   beforeAll(async () => {
     moto = await spawnMotoServer();
@@ -48,7 +46,7 @@ describe.runIf(available)('Secrets Manager end to end (moto_server)', () => {
     process.env.REDIS_SECRET_ARN = redis.ARN as string;
     delete process.env.OPENAI_API_KEY;
     delete process.env.REDIS_URL;
-    ({ handler: postChat } = (await import('../../functions/post-chat')) as { handler: Handler });
+    postChat = await loadHandler('post-chat');
   });
 
   afterAll(async () => {

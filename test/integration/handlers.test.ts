@@ -1,27 +1,23 @@
-import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { Redis } from 'ioredis';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { apiEvent, uniqueId } from '../support/events';
 import { openAiError, startFakeOpenAi } from '../support/fake-openai';
+import { loadHandler } from '../support/handlers';
 
 const fake = await startFakeOpenAi();
 process.env.OPENAI_BASE_URL = fake.baseURL;
 process.env.OPENAI_TIMEOUT_MS = '1000';
 
-type Handler = (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult>;
-const load = async (entry: string): Promise<Handler> =>
-  ((await import(`../../functions/${entry}.ts`)) as { handler: Handler }).handler;
-
-const health = await load('health');
-const getSystem = await load('get-system');
-const postSystem = await load('post-system');
-const postMod = await load('post-mod');
-const getChatSystem = await load('get-chat-system');
-const postChatSystem = await load('post-chat-system');
-const postChat = await load('post-chat');
-const getChat = await load('get-chat');
-const postImg = await load('post-img');
-const postClear = await load('post-clear');
+const health = await loadHandler('health');
+const getSystem = await loadHandler('get-system');
+const postSystem = await loadHandler('post-system');
+const postMod = await loadHandler('post-mod');
+const getChatSystem = await loadHandler('get-chat-system');
+const postChatSystem = await loadHandler('post-chat-system');
+const postChat = await loadHandler('post-chat');
+const getChat = await loadHandler('get-chat');
+const postImg = await loadHandler('post-img');
+const postClear = await loadHandler('post-clear');
 
 const redis = new Redis(process.env.REDIS_URL as string);
 
@@ -38,7 +34,7 @@ beforeEach(() => {
   chatId = uniqueId('c');
 });
 
-const body = (result: APIGatewayProxyResult): unknown => JSON.parse(result.body);
+const body = (result: { body: string }): unknown => JSON.parse(result.body);
 const chatEvent = (resource: string, json?: unknown) =>
   apiEvent({ method: json === undefined ? 'GET' : 'POST', resource, chatId, apiKeyId: tenant, json });
 const tenantEvent = (resource: string, json?: unknown) =>

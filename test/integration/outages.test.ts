@@ -1,7 +1,7 @@
-import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { afterAll, describe, expect, it } from 'vitest';
 import { apiEvent, uniqueId } from '../support/events';
 import { startFakeOpenAi } from '../support/fake-openai';
+import { loadHandler } from '../support/handlers';
 import { spawnRedisServer } from '../support/redis-server';
 
 // This file owns its Redis, so it can stop and restart it under the handlers.
@@ -10,10 +10,9 @@ const fake = await startFakeOpenAi();
 process.env.REDIS_URL = redisServer.url;
 process.env.OPENAI_BASE_URL = fake.baseURL;
 
-type Handler = (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult>;
-const { handler: getSystem } = (await import('../../functions/get-system')) as { handler: Handler };
-const { handler: postChat } = (await import('../../functions/post-chat')) as { handler: Handler };
-const { handler: getChat } = (await import('../../functions/get-chat')) as { handler: Handler };
+const getSystem = await loadHandler('get-system');
+const postChat = await loadHandler('post-chat');
+const getChat = await loadHandler('get-chat');
 
 afterAll(async () => {
   await redisServer.dispose();

@@ -1,12 +1,11 @@
-import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { describe, expect, it } from 'vitest';
 import { apiEvent, uniqueId } from '../support/events';
+import { loadHandler } from '../support/handlers';
 
 // `sam local start-api` sets AWS_SAM_LOCAL, checks no API key and passes no key id.
 process.env.AWS_SAM_LOCAL = 'true';
-type Handler = (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult>;
-const { handler: getSystem } = (await import('../../functions/get-system')) as { handler: Handler };
-const { handler: postSystem } = (await import('../../functions/post-system')) as { handler: Handler };
+const getSystem = await loadHandler('get-system');
+const postSystem = await loadHandler('post-system');
 
 const event = (key: string | undefined, json?: unknown) =>
   apiEvent({

@@ -1,9 +1,9 @@
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { apiEvent, uniqueId } from '../support/events';
 import { openAiError, startFakeOpenAi } from '../support/fake-openai';
+import { loadHandler } from '../support/handlers';
 
 const OPENAI_ARN = 'arn:aws:secretsmanager:us-east-1:000000000000:secret:openai-key-AbCdEf';
 const REDIS_ARN = 'arn:aws:secretsmanager:us-east-1:000000000000:secret:redis-url-AbCdEf';
@@ -19,9 +19,8 @@ process.env.SECRET_CACHE_TTL_MS = String(TTL_MS);
 delete process.env.OPENAI_API_KEY;
 delete process.env.REDIS_URL;
 
-type Handler = (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult>;
-const { handler: postChat } = (await import('../../functions/post-chat')) as { handler: Handler };
-const { handler: postMod } = (await import('../../functions/post-mod')) as { handler: Handler };
+const postChat = await loadHandler('post-chat');
+const postMod = await loadHandler('post-mod');
 
 afterAll(async () => {
   vi.useRealTimers();

@@ -12,6 +12,8 @@ import {
 export interface FakeOpenAi {
   readonly baseURL: string;
   readonly requests: ReceivedRequest[];
+  /** Requests whose client went away before the response was complete. */
+  readonly aborted: ReceivedRequest[];
   /** Requests to one path, e.g. `/chat/completions`. */
   requestsTo(path: string): ReceivedRequest[];
   /** Serves `response` for the next request (queued responses are used in order). */
@@ -24,6 +26,7 @@ export interface FakeOpenAi {
 
 export async function startFakeOpenAi(): Promise<FakeOpenAi> {
   const requests: ReceivedRequest[] = [];
+  const aborted: ReceivedRequest[] = [];
   const queue: ScriptedResponse[] = [];
   let decide: ((request: ReceivedRequest) => ScriptedResponse | undefined) | undefined;
   const standIn: RunningStandIn = await startOpenAiStandIn({
@@ -31,10 +34,12 @@ export async function startFakeOpenAi(): Promise<FakeOpenAi> {
       requests.push(request);
       return queue.shift() ?? decide?.(request);
     },
+    onAborted: (request) => aborted.push(request),
   });
   return {
     baseURL: standIn.baseURL,
     requests,
+    aborted,
     requestsTo: (path) => requests.filter((request) => request.path === path),
     enqueue: (...responses) => queue.push(...responses),
     respondWith: (next) => {
@@ -42,6 +47,7 @@ export async function startFakeOpenAi(): Promise<FakeOpenAi> {
     },
     reset: () => {
       requests.length = 0;
+      aborted.length = 0;
       queue.length = 0;
       decide = undefined;
     },

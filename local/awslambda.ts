@@ -1,0 +1,100 @@
+import { Writable } from 'node:stream';
+import type {
+  AwsLambdaGlobal,
+  ResponsePrelude,
+  ResponseStream,
+  StreamingHandler,
+} from '../functions/shared/lambda-stream';
+
+/**
+ * A stand-in for the `awslambda` global of the Node.js Lambda runtime, with the runtime's wire
+ * behaviour: `streamifyResponse` marks the handler, and `HttpResponseStream.from` writes the JSON
+ * prelude (status, headers) and eight NUL bytes before the body, which is what API Gateway reads.
+ * The local server and the tests use it, so streaming handlers run unchanged outside AWS.
+ */
+
+const STREAMING = Symbol.for('aws.lambda.runtime.handler.streaming');
+const PRELUDE_CONTENT_TYPE = 'application/vnd.awslambda.http-integration-response';
+const DELIMITER = Buffer.alloc(8);
+
+export const awsLambdaStandIn: AwsLambdaGlobal = {
+  streamifyResponse(handler) {
+    Object.defineProperty(handler, STREAMING, { value: 'response' });
+    return handler;
+  },
+  HttpResponseStream: {
+    from(stream, prelude) {
+      stream.setContentType?.(PRELUDE_CONTENT_TYPE);
+      stream.write(JSON.stringify(prelude));
+      stream.write(DELIMITER);
+      return stream;
+    },
+  },
+};
+
+/**
+ * Installs the stand-in on `globalThis.awslambda` unless a real runtime already provides it. The
+ * object may already exist without them: the AWS SDK puts its invoke store there.
+ */
+export function installAwsLambda(): void {
+  const global = globalThis as unknown as { awslambda?: Partial<AwsLambdaGlobal> };
+  if (typeof global.awslambda?.streamifyResponse === 'function') return;
+  global.awslambda = Object.assign(global.awslambda ?? {}, awsLambdaStandIn);
+}
+
+/** Whether a handler was wrapped by `streamifyResponse`. */
+export function isStreamingHandler(handler: unknown): handler is StreamingHandler {
+  return (
+    typeof handler === 'function' && (handler as unknown as Record<symbol, unknown>)[STREAMING] === 'response'
+  );
+}
+
+/** Where a parsed streaming response goes: the status and headers once, then body chunks. */
+export interface ResponseTarget {
+  head(prelude: ResponsePrelude): void;
+  write(chunk: Buffer): void;
+  end(): void;
+}
+
+/**
+ * The response stream a streaming handler writes to, as the runtime gives it, parsing what the
+ * handler writes the way API Gateway does: the prelude up to the delimiter, then the body.
+ */
+export function createResponseStream(target: ResponseTarget): ResponseStream {
+  let pending: Buffer | undefined = Buffer.alloc(0);
+  let contentType = 'application/octet-stream';
+
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      if (pending === undefined) {
+        target.write(chunk);
+        return callback();
+      }
+      if (contentType !== PRELUDE_CONTENT_TYPE) {
+        // A handler that never called HttpResponseStream.from: a plain 200 body, as in Lambda.
+        pending = undefined;
+        target.head({ statusCode: 200, headers: { 'content-type': contentType } });
+        target.write(chunk);
+        return callback();
+      }
+      pending = Buffer.concat([pending, chunk]);
+      const end = pending.indexOf(DELIMITER);
+      if (end === -1) return callback();
+      const prelude = JSON.parse(pending.subarray(0, end).toString('utf8')) as ResponsePrelude;
+      const rest = pending.subarray(end + DELIMITER.length);
+      pending = undefined;
+      target.head(prelude);
+      if (rest.length > 0) target.write(rest);
+      callback();
+    },
+    final(callback) {
+      if (pending !== undefined) target.head({ statusCode: 200, headers: {} });
+      target.end();
+      callback();
+    },
+  }) as ResponseStream;
+  stream.setContentType = (type: string) => {
+    contentType = type;
+  };
+  return stream;
+}
