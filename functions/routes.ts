@@ -65,7 +65,8 @@ export const routes: readonly RouteDefinition[] = [
     path: '/mod',
     entry: 'post-mod',
     apiKeyRequired: true,
-    needs: ['openai'],
+    // Redis only keeps Idempotency-Key answers, so a retried moderation is not paid twice.
+    needs: ['redis', 'openai'],
     summary: 'Run OpenAI moderation on a text',
   },
   {

@@ -142,3 +142,21 @@ export interface StreamingConfig {
 export function loadStreamingConfig(env: Env = process.env): StreamingConfig {
   return { keepAliveMs: integer(env, 'STREAM_KEEPALIVE_MS', 15_000, 10, 60_000) };
 }
+
+export interface TurnConfig {
+  /**
+   * How long a turn holds its chat. A buffered turn must finish within it (it covers the OpenAI
+   * deadline); a streamed turn renews it as it goes. A dead function's lease simply expires.
+   */
+  readonly leaseMs: number;
+  /** How long an Idempotency-Key's answer is kept for replay. */
+  readonly idempotencyTtlSeconds: number;
+}
+
+export function loadTurnConfig(env: Env = process.env): TurnConfig {
+  const openAiTimeoutMs = integer(env, 'OPENAI_TIMEOUT_MS', 25_000, 100, 900_000);
+  return {
+    leaseMs: integer(env, 'TURN_LEASE_MS', openAiTimeoutMs + 5000, 100, 900_000),
+    idempotencyTtlSeconds: integer(env, 'IDEMPOTENCY_TTL_SECONDS', 24 * 3600, 1, 7 * 24 * 3600),
+  };
+}

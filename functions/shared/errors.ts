@@ -125,3 +125,35 @@ export class SecretsUnavailableError extends ChatProxyError {
     super('secrets_unavailable', message, options);
   }
 }
+
+/** 409: another turn is running on this chat (and the request did not ask to wait). */
+export class ChatBusyError extends ChatProxyError {
+  readonly status = 409;
+  constructor(message = 'Another turn is running on this chat; retry, or send "wait_ms" to wait for it') {
+    super('chat_busy', message);
+  }
+}
+
+/**
+ * 409: the turn outlived its lease or the chat was cleared while it ran, so it was not stored
+ * (another turn may hold the chat now; storing it would scramble the history).
+ */
+export class TurnNotStoredError extends ChatProxyError {
+  readonly status = 409;
+}
+
+/** 409: a request with this Idempotency-Key is still running. */
+export class RequestInProgressError extends ChatProxyError {
+  readonly status = 409;
+  constructor() {
+    super('request_in_progress', 'A request with this Idempotency-Key is still running; retry later');
+  }
+}
+
+/** 422: an Idempotency-Key reused with a different body. */
+export class IdempotencyKeyReusedError extends ChatProxyError {
+  readonly status = 422;
+  constructor() {
+    super('idempotency_key_reused', 'This Idempotency-Key was used with a different request body');
+  }
+}

@@ -20,7 +20,12 @@ export type ApiResult = APIGatewayProxyResult;
 
 const JSON_HEADERS = { 'Content-Type': 'application/json; charset=utf-8' } as const;
 
-export function json(statusCode: number, body: unknown, headers: Record<string, string> = {}): ApiResult {
+/** A JSON answer; its headers are plain strings, so it can be kept for idempotent replay as is. */
+export interface JsonResult extends ApiResult {
+  readonly headers: Record<string, string>;
+}
+
+export function json(statusCode: number, body: unknown, headers: Record<string, string> = {}): JsonResult {
   return { statusCode, headers: { ...JSON_HEADERS, ...headers }, body: JSON.stringify(body) };
 }
 

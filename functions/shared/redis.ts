@@ -34,7 +34,6 @@ async function createClient(): Promise<Redis> {
     // connectTimeout instead of queueing until the Lambda times out.
     maxRetriesPerRequest: 1,
     retryStrategy: (attempt) => Math.min(attempt * 100, 1000),
-    enableAutoPipelining: true,
   });
   // Without a listener ioredis prints every reconnect failure as "Unhandled error event"; the
   // failing command already answers 503, so one structured line per outage is enough.

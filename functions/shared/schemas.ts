@@ -5,6 +5,9 @@ import type { JsonSchema } from './validation';
  * The request bodies of the API, as JSON Schema. Built from the deployment's limits so the
  * documented and enforced limits are the same numbers.
  */
+/** The longest a turn may wait for a busy chat (`wait_ms`). */
+export const MAX_WAIT_MS = 30_000;
+
 export function requestSchemas(limits: Limits) {
   const content = {
     type: 'string',
@@ -18,6 +21,13 @@ export function requestSchemas(limits: Limits) {
     description: 'Stream the reply as Server-Sent Events (as does an Accept: text/event-stream header)',
   } as const satisfies JsonSchema;
 
+  const waitMs = {
+    type: 'integer',
+    minimum: 0,
+    maximum: MAX_WAIT_MS,
+    description: 'When another turn is running on the chat, wait up to this long for it instead of a 409',
+  } as const satisfies JsonSchema;
+
   return {
     /** `POST /system`, `POST /{chat_id}/system`, `POST /mod`. */
     content: {
@@ -29,7 +39,7 @@ export function requestSchemas(limits: Limits) {
     chat: {
       type: 'object',
       required: ['content'],
-      properties: { content, stream },
+      properties: { content, stream, wait_ms: waitMs },
     },
     /** `POST /{chat_id}/img`. */
     image: {
@@ -38,6 +48,7 @@ export function requestSchemas(limits: Limits) {
       properties: {
         content,
         stream,
+        wait_ms: waitMs,
         url: {
           type: 'string',
           minLength: 1,

@@ -44,8 +44,8 @@ export class Reply {
   }
 
   /** Starts a `200 text/event-stream` answer. */
-  events(): EventSink {
-    const body = this.open(200, { ...SSE_HEADERS });
+  events(headers: Record<string, string> = {}): EventSink {
+    const body = this.open(200, { ...SSE_HEADERS, ...headers });
     const write = (text: string) => {
       if (!body.destroyed && !this.ended) body.write(text);
     };

@@ -1,16 +1,30 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChatCompletionMessageParam } from 'openai/resources/chat/completions';
-import { type ChatMessage, type ChatRef, chatRepository, type TurnContext } from './chat-repository';
-import { loadStreamingConfig } from './config';
+import {
+  type ChatMessage,
+  type ChatRef,
+  chatRepository,
+  type TurnContext,
+  type TurnLease,
+} from './chat-repository';
+import { loadStreamingConfig, loadTurnConfig } from './config';
+import { ChatBusyError, TurnNotStoredError } from './errors';
 import { complete, streamCompletion, type TokenUsage } from './openai';
 import type { EventSink } from './streaming-route';
 
 const { keepAliveMs } = loadStreamingConfig();
+const { leaseMs } = loadTurnConfig();
 
 /** The answer of `POST /{chat_id}/chat` and `POST /{chat_id}/img`. */
 export interface TurnReply {
   readonly content: string;
   readonly role: 'assistant';
   readonly tokens: TokenUsage;
+}
+
+export interface TurnOptions {
+  /** How long to wait for a turn already running on the chat; 0 answers 409 at once. */
+  readonly waitMs: number;
 }
 
 /**
@@ -28,38 +42,92 @@ export function composePrompt(context: TurnContext, user: ChatMessage): ChatComp
 }
 
 /**
- * One chat turn: read the context, ask the model, store the user message and the reply together.
- * Nothing is stored unless the model answered, so a failed turn leaves no orphan message.
+ * Takes the chat's turn lease. A busy chat answers 409 at once, or, with `waitMs`, is polled with
+ * a growing, jittered pause (capped by the holder's remaining lease) until it frees up.
  */
-export async function runTurn(chat: ChatRef, user: ChatMessage): Promise<TurnReply> {
-  const context = await chatRepository.getTurnContext(chat);
-  const completion = await complete(composePrompt(context, user));
-  await chatRepository.appendTurn(chat, user, { role: 'assistant', content: completion.content });
-  return { content: completion.content, role: 'assistant', tokens: completion.tokens };
+async function acquire(chat: ChatRef, waitMs: number): Promise<TurnLease> {
+  const deadline = Date.now() + waitMs;
+  for (let attempt = 0; ; attempt += 1) {
+    const result = await chatRepository.beginTurn(chat, leaseMs);
+    if (result.acquired) return result.lease;
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) throw new ChatBusyError();
+    const backoff = Math.min(5 * 2 ** attempt, 100) * (0.5 + Math.random());
+    await sleep(Math.max(1, Math.min(backoff, remaining, result.retryInMs + 1)));
+  }
+}
+
+async function commit(chat: ChatRef, lease: TurnLease, user: ChatMessage, content: string): Promise<void> {
+  const result = await chatRepository.commitTurn(chat, lease, user, { role: 'assistant', content });
+  if (result === 'lease_lost') {
+    throw new TurnNotStoredError(
+      'turn_expired',
+      'The turn outlived its lease and another turn may hold the chat now; it was not stored',
+    );
+  }
+  if (result === 'cleared') {
+    throw new TurnNotStoredError(
+      'chat_cleared',
+      'The chat was cleared while this turn ran; it was not stored',
+    );
+  }
+}
+
+/** Gives the lease back after a failed turn; an outage here changes nothing (it expires anyway). */
+async function release(chat: ChatRef, lease: TurnLease): Promise<void> {
+  await chatRepository.releaseLease(chat, lease).catch(() => undefined);
 }
 
 /**
- * A streamed turn. Everything that can fail before the reply starts (storage, the upstream's
- * status) throws before `open` is called, so it still becomes a JSON error. Then each piece of
- * the reply goes out as a `delta` event, a comment keeps a silent connection open, and the turn is
- * stored once the reply is complete and the client is still there; `done` follows the write.
+ * One chat turn: hold the chat, read its context, ask the model, then store the user message and
+ * the reply together. Nothing is stored unless the model answered and the turn still held the
+ * chat, so a failed turn leaves no orphan message and a late one cannot scramble the history.
+ */
+export async function runTurn(chat: ChatRef, user: ChatMessage, options: TurnOptions): Promise<TurnReply> {
+  const lease = await acquire(chat, options.waitMs);
+  let stored = false;
+  try {
+    const completion = await complete(composePrompt(lease.context, user));
+    await commit(chat, lease, user, completion.content);
+    stored = true;
+    return { content: completion.content, role: 'assistant', tokens: completion.tokens };
+  } finally {
+    if (!stored) await release(chat, lease);
+  }
+}
+
+/**
+ * A streamed turn. Everything that can fail before the reply starts (the lease, storage, the
+ * upstream's status) throws before `open` is called, so it still becomes a JSON error. Then each
+ * piece of the reply goes out as a `delta` event, a comment keeps a silent connection open, the
+ * lease is renewed while the reply runs, and the turn is stored once the reply is complete and
+ * the client is still there; `done` follows the write.
  */
 export async function streamTurn(
   chat: ChatRef,
   user: ChatMessage,
-  open: () => EventSink,
-  signal: AbortSignal,
-): Promise<void> {
-  const context = await chatRepository.getTurnContext(chat);
-  const upstream = await streamCompletion(composePrompt(context, user), signal);
-  const sink = open();
-
-  let keepAlive = setTimeout(function beat() {
-    sink.comment('keep-alive');
-    keepAlive = setTimeout(beat, keepAliveMs);
-  }, keepAliveMs);
-  let content = '';
+  options: TurnOptions & { open: () => EventSink; signal: AbortSignal },
+): Promise<TurnReply | undefined> {
+  const lease = await acquire(chat, options.waitMs);
+  const leaseLost = new AbortController();
+  const renewal = setInterval(() => {
+    chatRepository
+      .renewLease(chat, lease, leaseMs)
+      .then((held) => held || leaseLost.abort())
+      .catch(() => undefined);
+  }, leaseMs / 3);
+  let keepAlive: NodeJS.Timeout | undefined;
+  let stored = false;
   try {
+    const signal = AbortSignal.any([options.signal, leaseLost.signal]);
+    const upstream = await streamCompletion(composePrompt(lease.context, user), signal);
+    const sink = options.open();
+    keepAlive = setTimeout(function beat() {
+      sink.comment('keep-alive');
+      keepAlive = setTimeout(beat, keepAliveMs);
+    }, keepAliveMs);
+
+    let content = '';
     for await (const event of upstream) {
       if (event.type === 'delta') {
         content += event.content;
@@ -67,11 +135,28 @@ export async function streamTurn(
         keepAlive.refresh();
         continue;
       }
-      if (signal.aborted) return;
-      await chatRepository.appendTurn(chat, user, { role: 'assistant', content });
-      sink.send('done', { content, role: 'assistant', tokens: event.tokens } satisfies TurnReply);
+      if (options.signal.aborted) return undefined;
+      await commit(chat, lease, user, content);
+      stored = true;
+      const reply: TurnReply = { content, role: 'assistant', tokens: event.tokens };
+      sink.send('done', reply);
+      return reply;
     }
+    return undefined;
+  } catch (error) {
+    if (leaseLost.signal.aborted && !options.signal.aborted) {
+      throw new TurnNotStoredError(
+        'turn_expired',
+        'The turn lost its lease while streaming; it was not stored',
+        {
+          cause: error,
+        },
+      );
+    }
+    throw error;
   } finally {
+    clearInterval(renewal);
     clearTimeout(keepAlive);
+    if (!stored) await release(chat, lease);
   }
 }

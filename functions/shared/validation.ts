@@ -20,7 +20,13 @@ export type JsonSchema =
       readonly format?: 'uri';
       readonly description?: string;
     }
-  | { readonly type: 'boolean'; readonly description?: string };
+  | { readonly type: 'boolean'; readonly description?: string }
+  | {
+      readonly type: 'integer';
+      readonly minimum: number;
+      readonly maximum: number;
+      readonly description?: string;
+    };
 
 type ObjectSchema = Extract<JsonSchema, { type: 'object' }>;
 type RequiredKeys<S extends ObjectSchema> = S['required'] extends readonly (infer K)[]
@@ -34,7 +40,9 @@ export type Infer<S extends JsonSchema> = S extends ObjectSchema
     }
   : S extends { type: 'boolean' }
     ? boolean
-    : string;
+    : S extends { type: 'integer' }
+      ? number
+      : string;
 
 const HTTP_URL = /^https?:\/\//i;
 
@@ -82,6 +90,18 @@ export function validate<S extends ObjectSchema>(schema: S, value: unknown): Inf
     if (property.type === 'string') checkString(name, property, field);
     else if (property.type === 'boolean' && typeof field !== 'boolean') {
       throw new ValidationError('invalid_field', `${name} must be true or false`);
+    } else if (property.type === 'integer') {
+      if (
+        typeof field !== 'number' ||
+        !Number.isInteger(field) ||
+        field < property.minimum ||
+        field > property.maximum
+      ) {
+        throw new ValidationError(
+          'invalid_field',
+          `${name} must be a whole number from ${property.minimum} to ${property.maximum}`,
+        );
+      }
     } else if (property.type === 'object') {
       output[name] = validate(property, field);
     }

@@ -312,6 +312,7 @@ describe('Redis keys', () => {
 
     expect(keys).toEqual([
       `chat-proxy:{c:${tenant}:${chatId}}:messages`,
+      `chat-proxy:{c:${tenant}:${chatId}}:meta`,
       `chat-proxy:{c:${tenant}:${chatId}}:system`,
     ]);
   });

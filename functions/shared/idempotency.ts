@@ -1,0 +1,87 @@
+import { createHash } from 'node:crypto';
+import { chatRepository, type IdempotencyScope, type StoredResponse } from './chat-repository';
+import { loadTurnConfig } from './config';
+import { IdempotencyKeyReusedError, RequestInProgressError, ValidationError } from './errors';
+import type { ApiEvent, ApiResult } from './http';
+
+const { leaseMs, idempotencyTtlSeconds } = loadTurnConfig();
+
+/** 1 to 255 printable ASCII characters, as the contract says. */
+const IDEMPOTENCY_KEY = /^[\x20-\x7e]{1,255}$/;
+
+/** Marks an answer served from the idempotency record rather than run again. */
+export const REPLAY_HEADER = 'Idempotent-Replayed';
+
+function header(event: ApiEvent, name: string): string | undefined {
+  const lower = name.toLowerCase();
+  return Object.entries(event.headers ?? {}).find(([key]) => key.toLowerCase() === lower)?.[1];
+}
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+export type Outcome<T> = { readonly replay: StoredResponse } | { readonly result: T };
+
+/**
+ * Runs a POST at most once per Idempotency-Key (per tenant and route, for a day): a repeat with
+ * the same body gets the kept answer without running again, a repeat with another body is 422,
+ * and a repeat while the first still runs is 409. Only answers that `keep` returns are kept; a
+ * failed request gives its key back, so the client's retry runs for real.
+ */
+export async function idempotently<T>(
+  event: ApiEvent,
+  scope: IdempotencyScope,
+  run: () => Promise<T>,
+  keep: (result: T) => StoredResponse | undefined,
+): Promise<Outcome<T>> {
+  const key = header(event, 'Idempotency-Key');
+  if (key === undefined) return { result: await run() };
+  if (!IDEMPOTENCY_KEY.test(key)) {
+    throw new ValidationError(
+      'invalid_idempotency_key',
+      'Idempotency-Key must be 1 to 255 printable ASCII characters',
+    );
+  }
+  // The route is the method and the concrete path; the key's value is hashed, so any printable
+  // character is safe in the Redis key.
+  const id = sha256(`${event.httpMethod} ${event.path}\n${key}`);
+  const raw = event.isBase64Encoded ? Buffer.from(event.body ?? '', 'base64') : Buffer.from(event.body ?? '');
+  const fingerprint = createHash('sha256').update(raw).digest('hex');
+
+  const claim = await chatRepository.claimIdempotency(scope, id, fingerprint, leaseMs);
+  if (claim.state === 'mismatch') throw new IdempotencyKeyReusedError();
+  if (claim.state === 'running') throw new RequestInProgressError();
+  if (claim.state === 'done') return { replay: claim.response };
+
+  let result: T;
+  try {
+    result = await run();
+  } catch (error) {
+    await chatRepository.abandonIdempotency(scope, id).catch(() => undefined);
+    throw error;
+  }
+  const kept = keep(result);
+  if (kept === undefined) await chatRepository.abandonIdempotency(scope, id);
+  else await chatRepository.completeIdempotency(scope, id, kept, idempotencyTtlSeconds);
+  return { result };
+}
+
+/** `idempotently` for a buffered route whose answer is an API Gateway result: 2xx answers are kept. */
+export async function idempotentResult(
+  event: ApiEvent,
+  scope: IdempotencyScope,
+  run: () => Promise<ApiResult>,
+): Promise<ApiResult> {
+  const outcome = await idempotently(event, scope, run, (result) =>
+    result.statusCode < 300
+      ? {
+          statusCode: result.statusCode,
+          headers: (result.headers ?? {}) as Record<string, string>,
+          body: result.body,
+        }
+      : undefined,
+  );
+  if ('result' in outcome) return outcome.result;
+  return { ...outcome.replay, headers: { ...outcome.replay.headers, [REPLAY_HEADER]: 'true' } };
+}

@@ -1,0 +1,53 @@
+import type { ChatMessage, ChatRef } from './chat-repository';
+import { type ApiEvent, json, wantsStream } from './http';
+import { idempotently, REPLAY_HEADER } from './idempotency';
+import type { Reply } from './streaming-route';
+import { runTurn, streamTurn, type TurnReply } from './turn';
+
+/** The options of a turn request body. */
+export interface TurnRequest {
+  readonly stream?: boolean;
+  readonly wait_ms?: number;
+}
+
+/**
+ * Answers a turn (`/chat` or `/img`) buffered or streamed, as the client asked, at most once per
+ * Idempotency-Key. A replayed turn is sent the way the retry asks for it: the kept JSON, or the
+ * kept reply as one `delta` and its `done` event.
+ */
+export async function answerTurn(
+  event: ApiEvent,
+  reply: Reply,
+  chat: ChatRef,
+  user: ChatMessage,
+  request: TurnRequest,
+): Promise<void> {
+  const stream = wantsStream(event, request.stream);
+  const waitMs = request.wait_ms ?? 0;
+  const outcome = await idempotently(
+    event,
+    chat,
+    (): Promise<TurnReply | undefined> =>
+      stream
+        ? streamTurn(chat, user, { waitMs, open: () => reply.events(), signal: reply.signal })
+        : runTurn(chat, user, { waitMs }),
+    (result) =>
+      result === undefined
+        ? undefined
+        : (json(200, result) as { statusCode: number; headers: Record<string, string>; body: string }),
+  );
+
+  if ('result' in outcome) {
+    if (!stream && outcome.result) reply.send(json(200, outcome.result));
+    return;
+  }
+  const kept = outcome.replay;
+  if (stream && kept.statusCode === 200) {
+    const turn = JSON.parse(kept.body) as TurnReply;
+    const events = reply.events({ [REPLAY_HEADER]: 'true' });
+    events.send('delta', { content: turn.content });
+    events.send('done', turn);
+    return;
+  }
+  reply.send({ ...kept, headers: { ...kept.headers, [REPLAY_HEADER]: 'true' } });
+}
