@@ -176,6 +176,14 @@ export async function streamCompletion(
   };
   const failure = (error: unknown) =>
     idle.signal.aborted ? new UpstreamTimeoutError(undefined, { cause: error }) : toChatProxyError(error);
+  // Mid-stream, the SDK passes on the fetch error as it is (e.g. undici's "terminated").
+  const cutOff = (error: unknown) => {
+    const mapped = failure(error);
+    if (mapped instanceof ChatProxyError || signal.aborted) return mapped;
+    return new UpstreamError('upstream_incomplete', 'OpenAI ended the reply before it was complete', {
+      cause: error,
+    });
+  };
 
   let stream: AsyncIterable<ChatCompletionChunk>;
   try {
@@ -202,7 +210,7 @@ export async function streamCompletion(
         usage = chunk.usage ?? usage;
       }
     } catch (error) {
-      throw failure(error);
+      throw cutOff(error);
     } finally {
       clearTimeout(timer);
     }

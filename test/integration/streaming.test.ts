@@ -147,7 +147,7 @@ describe('POST /{chat_id}/chat streamed', () => {
     expect(deltas(result.events)).toHaveLength(2);
     expect(result.events.at(-1)).toMatchObject({
       event: 'error',
-      data: { error: { code: expect.any(String), message: expect.any(String) } },
+      data: { error: { code: 'upstream_incomplete', message: expect.any(String) } },
     });
     expect(await history()).toEqual([]);
   });

@@ -1,0 +1,71 @@
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { apiEvent, uniqueId } from '../support/events';
+import { startFakeOpenAi } from '../support/fake-openai';
+import { loadHandler } from '../support/handlers';
+
+// A short lease, so a stalled turn outlives it within the test.
+const fake = await startFakeOpenAi();
+process.env.OPENAI_BASE_URL = fake.baseURL;
+process.env.TURN_LEASE_MS = '200';
+
+const postChat = await loadHandler('post-chat');
+const getChat = await loadHandler('get-chat');
+
+afterAll(() => fake.close());
+
+let tenant: string;
+let chatId: string;
+beforeEach(() => {
+  fake.reset();
+  tenant = uniqueId('t');
+  chatId = uniqueId('c');
+});
+
+const turn = (json: Record<string, unknown>) =>
+  apiEvent({ method: 'POST', resource: '/{chat_id}/chat', chatId, apiKeyId: tenant, json });
+const history = async () =>
+  JSON.parse((await getChat(apiEvent({ resource: '/{chat_id}/chat', chatId, apiKeyId: tenant }))).body) as {
+    content: string;
+  }[];
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('the turn lease', () => {
+  it('expires when its holder stalls, and the stalled turn cannot append afterwards', async () => {
+    fake.respondWith((request) =>
+      JSON.stringify(request.body).includes('stalled') ? { delayMs: 500 } : undefined,
+    );
+
+    const stalled = postChat(turn({ content: 'stalled' }));
+    await sleep(300);
+    const next = await postChat(turn({ content: 'next' }));
+    const late = await stalled;
+
+    expect(next.statusCode).toBe(200);
+    expect(late.statusCode).toBe(409);
+    expect(JSON.parse(late.body).error.code).toBe('turn_expired');
+    expect((await history()).map((message) => message.content)).toEqual([
+      'next',
+      expect.stringContaining('next'),
+    ]);
+  });
+
+  it('is renewed while a long reply streams, keeping other turns out until it is stored', async () => {
+    fake.enqueue({ content: 'a b c d e f g h', chunkDelayMs: 80 });
+
+    const streamed = postChat(turn({ content: 'long', stream: true }));
+    await sleep(350);
+    const meanwhile = await postChat(turn({ content: 'meanwhile' }));
+    const result = await streamed;
+
+    expect(meanwhile.statusCode).toBe(409);
+    expect(result.events.at(-1)?.event).toBe('done');
+    expect(await history()).toHaveLength(2);
+  });
+
+  it('is given back at once when a turn fails', async () => {
+    fake.enqueue({ status: 500, body: { error: { message: 'boom' } } });
+
+    expect((await postChat(turn({ content: 'fails' }))).statusCode).toBe(502);
+    expect((await postChat(turn({ content: 'works' }))).statusCode).toBe(200);
+  });
+});
