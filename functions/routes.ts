@@ -11,6 +11,9 @@ export type Need = 'redis' | 'openai';
 
 export type HttpMethod = 'GET' | 'POST' | 'DELETE';
 
+/** The request body schemas of `shared/schemas.ts`, by name. */
+export type BodySchemaName = 'content' | 'chat' | 'image';
+
 export interface RouteDefinition {
   /** Stable identifier, used for construct ids and logical ids (PascalCase). */
   readonly id: string;
@@ -22,6 +25,8 @@ export interface RouteDefinition {
   /** Whether the route needs an API key (every route but the health check). */
   readonly apiKeyRequired: boolean;
   readonly needs: readonly Need[];
+  /** The JSON body the route takes (a schema of `shared/schemas.ts`); none when absent. */
+  readonly body?: BodySchemaName;
   /**
    * The handler is wrapped in `awslambda.streamifyResponse` and can stream its answer (Server-Sent
    * Events); API Gateway must then use a streaming integration.
@@ -55,6 +60,7 @@ export const routes: readonly RouteDefinition[] = [
     method: 'POST',
     path: '/system',
     entry: 'post-system',
+    body: 'content',
     apiKeyRequired: true,
     needs: ['redis'],
     summary: "Set the tenant's global system prompt",
@@ -64,6 +70,7 @@ export const routes: readonly RouteDefinition[] = [
     method: 'POST',
     path: '/mod',
     entry: 'post-mod',
+    body: 'content',
     apiKeyRequired: true,
     // Redis only keeps Idempotency-Key answers, so a retried moderation is not paid twice.
     needs: ['redis', 'openai'],
@@ -83,6 +90,7 @@ export const routes: readonly RouteDefinition[] = [
     method: 'POST',
     path: '/{chat_id}/system',
     entry: 'post-chat-system',
+    body: 'content',
     apiKeyRequired: true,
     needs: ['redis'],
     summary: "Set a chat's system prompt",
@@ -92,6 +100,7 @@ export const routes: readonly RouteDefinition[] = [
     method: 'POST',
     path: '/{chat_id}/chat',
     entry: 'post-chat',
+    body: 'chat',
     apiKeyRequired: true,
     needs: ['redis', 'openai'],
     streaming: true,
@@ -111,6 +120,7 @@ export const routes: readonly RouteDefinition[] = [
     method: 'POST',
     path: '/{chat_id}/img',
     entry: 'post-img',
+    body: 'image',
     apiKeyRequired: true,
     needs: ['redis', 'openai'],
     streaming: true,

@@ -82,8 +82,8 @@ export function loadRedisConfig(env: Env = process.env): RedisConfig {
   return {
     url: oneOf(env, 'REDIS_URL', 'REDIS_SECRET_ARN'),
     keyPrefix,
-    connectTimeoutMs: integer(env, 'REDIS_CONNECT_TIMEOUT_MS', 2000, 50, 30_000),
-    commandTimeoutMs: integer(env, 'REDIS_COMMAND_TIMEOUT_MS', 2000, 50, 30_000),
+    connectTimeoutMs: integer(env, 'REDIS_CONNECT_TIMEOUT_MS', 900, 50, 30_000),
+    commandTimeoutMs: integer(env, 'REDIS_COMMAND_TIMEOUT_MS', 1500, 50, 30_000),
   };
 }
 

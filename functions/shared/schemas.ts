@@ -1,3 +1,4 @@
+import type { BodySchemaName } from '../routes';
 import type { Limits } from './config';
 import type { JsonSchema } from './validation';
 
@@ -58,5 +59,5 @@ export function requestSchemas(limits: Limits) {
         },
       },
     },
-  } as const satisfies Record<string, JsonSchema>;
+  } as const satisfies Record<BodySchemaName, JsonSchema>;
 }
