@@ -12,7 +12,7 @@ export type Need = 'redis' | 'openai';
 export type HttpMethod = 'GET' | 'POST' | 'DELETE';
 
 /** The request body schemas of `shared/schemas.ts`, by name. */
-export type BodySchemaName = 'content' | 'chat' | 'image';
+export type BodySchemaName = 'content' | 'chat' | 'image' | 'settings';
 
 export interface RouteDefinition {
   /** Stable identifier, used for construct ids and logical ids (PascalCase). */
@@ -134,6 +134,70 @@ export const routes: readonly RouteDefinition[] = [
     apiKeyRequired: true,
     needs: ['redis'],
     summary: "Delete a chat's messages (its system prompt stays)",
+  },
+  {
+    id: 'GetChatInfo',
+    method: 'GET',
+    path: '/{chat_id}',
+    entry: 'get-chat-info',
+    apiKeyRequired: true,
+    needs: ['redis'],
+    summary: "A chat's dates, message count, token usage and settings",
+  },
+  {
+    id: 'DeleteChat',
+    method: 'DELETE',
+    path: '/{chat_id}',
+    entry: 'delete-chat',
+    apiKeyRequired: true,
+    needs: ['redis'],
+    summary: 'Delete a chat with everything in it',
+  },
+  {
+    id: 'GetSettings',
+    method: 'GET',
+    path: '/{chat_id}/settings',
+    entry: 'get-settings',
+    apiKeyRequired: true,
+    needs: ['redis'],
+    summary: "Get a chat's settings",
+  },
+  {
+    id: 'PostSettings',
+    method: 'POST',
+    path: '/{chat_id}/settings',
+    entry: 'post-settings',
+    body: 'settings',
+    apiKeyRequired: true,
+    needs: ['redis'],
+    summary: "Change a chat's settings (model, temperature, max_tokens, max_context_tokens, ttl_days)",
+  },
+  {
+    id: 'ListChats',
+    method: 'GET',
+    path: '/chats',
+    entry: 'list-chats',
+    apiKeyRequired: true,
+    needs: ['redis'],
+    summary: "List the tenant's chats, most recently updated first",
+  },
+  {
+    id: 'DeleteChats',
+    method: 'DELETE',
+    path: '/chats',
+    entry: 'delete-chats',
+    apiKeyRequired: true,
+    needs: ['redis'],
+    summary: "Delete all of the tenant's chats (erasure)",
+  },
+  {
+    id: 'GetUsage',
+    method: 'GET',
+    path: '/usage',
+    entry: 'get-usage',
+    apiKeyRequired: true,
+    needs: ['redis'],
+    summary: "The tenant's token usage totals",
   },
 ];
 

@@ -234,9 +234,12 @@ export function createLocalServer(options: LocalServerOptions): Server {
       sendError(res, 404, 'not_found', `No route for ${url.pathname}`);
       return;
     }
-    const match = matches.find((candidate) => candidate.route.method === method);
+    // As in API Gateway, the most specific resource is chosen first, then its method: DELETE
+    // /system is a 405, not DELETE /{chat_id} with "system" as the chat id.
+    const resource = matches.filter((candidate) => candidate.route.path === matches[0]?.route.path);
+    const match = resource.find((candidate) => candidate.route.method === method);
     if (match === undefined) {
-      const allow = [...new Set(matches.map((candidate) => candidate.route.method))].join(', ');
+      const allow = [...new Set(resource.map((candidate) => candidate.route.method))].join(', ');
       sendError(res, 405, 'method_not_allowed', `${method} is not allowed on ${url.pathname}`, {
         allow,
       });

@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { loadChatConfig } from './config';
 import { redisConfig, withRedis } from './redis';
+import { CHAT_KEY_COUNT, scriptKeyCounts, scripts } from './redis-scripts';
 
 /** A message as OpenAI's chat API takes it; image turns carry content parts. */
 export type MessageContent =
@@ -12,17 +14,75 @@ export interface ChatMessage {
   readonly content: MessageContent;
 }
 
+/** A stored message: ids grow by one per message and are never reused, even after a clear. */
+export interface StoredMessage extends ChatMessage {
+  readonly id: number;
+  /** Milliseconds since the epoch, when its turn was stored. */
+  readonly created_at: number;
+  /** Its tokens in a prompt, counted once when stored. */
+  readonly tokens: number;
+}
+
 /** One chat of one tenant. Both parts are validated ids (`[A-Za-z0-9_-]`). */
 export interface ChatRef {
   readonly tenant: string;
   readonly chatId: string;
 }
 
+/** Per-chat overrides of the deployment's settings; unset fields are absent. */
+export interface ChatSettings {
+  readonly model?: string;
+  readonly temperature?: number;
+  readonly max_tokens?: number;
+  readonly max_context_tokens?: number;
+  readonly ttl_days?: number;
+}
+
+/** A settings change: a value sets a field, null unsets it. */
+export type SettingsChange = { readonly [K in keyof ChatSettings]?: ChatSettings[K] | null };
+
+export interface Usage {
+  readonly prompt_tokens: number;
+  readonly completion_tokens: number;
+  readonly total_tokens: number;
+  readonly turns: number;
+}
+
+export interface ChatSummary {
+  readonly id: string;
+  /** Milliseconds since the epoch. */
+  readonly created_at: number;
+  readonly updated_at: number;
+  readonly message_count: number;
+}
+
+export interface ChatInfo extends ChatSummary {
+  readonly usage: Usage;
+  readonly settings: ChatSettings;
+}
+
 /** What a turn reads before calling the model. */
 export interface TurnContext {
   readonly globalSystemPrompt: string | null;
   readonly chatSystemPrompt: string | null;
+  /** The newest whole pairs that fit the budget, oldest first. */
   readonly history: ChatMessage[];
+  /** Token cost of each pair of `history`, oldest first. */
+  readonly pairTokens: number[];
+  /** Tokens left for history before `history` was chosen (the new message and chat prompt taken off). */
+  readonly budget: number;
+  readonly settings: ChatSettings;
+}
+
+/** The deployment defaults a turn's budget is computed from. */
+export interface TurnDefaults {
+  readonly model: string;
+  /** Tokens kept free for the reply, unless the chat sets max_tokens. */
+  readonly reserve: number;
+  /** The deployment's budget, if it sets one. */
+  readonly maxContext: number | undefined;
+  readonly contexts: Readonly<Record<string, number>>;
+  readonly fallback: number;
 }
 
 /** The right to run one turn on a chat: held in Redis until committed, released or expired. */
@@ -41,8 +101,32 @@ export type BeginTurnResult =
       readonly retryInMs: number;
     };
 
+/** A finished turn to store. */
+export interface TurnRecord {
+  readonly user: ChatMessage;
+  readonly userTokens: number;
+  readonly assistant: ChatMessage;
+  readonly assistantTokens: number;
+  readonly usage: Omit<Usage, 'turns'>;
+}
+
 /** `stored`, or why not: the lease ran out (someone else may hold the chat), or the chat was cleared. */
 export type CommitResult = 'stored' | 'lease_lost' | 'cleared';
+
+/** One page of a chat's history, oldest first, and the cursors to the pages around it. */
+export interface MessagePage {
+  readonly messages: StoredMessage[];
+  /** Pass as `before` to get older messages; absent when there are none. */
+  readonly before?: number;
+  /** Pass as `after` to get newer messages; absent when there are none. */
+  readonly after?: number;
+}
+
+export interface PageRequest {
+  readonly limit?: number;
+  readonly before?: number;
+  readonly after?: number;
+}
 
 /** An idempotency record, scoped to one tenant (and chat) and one route. */
 export type IdempotencyClaim =
@@ -65,27 +149,39 @@ export interface ChatRepository {
   getGlobalSystemPrompt(tenant: string): Promise<string | null>;
   setGlobalSystemPrompt(tenant: string, content: string): Promise<void>;
   getChatSystemPrompt(chat: ChatRef): Promise<string | null>;
-  setChatSystemPrompt(chat: ChatRef, content: string): Promise<void>;
-  /** Every message of the chat, oldest first. */
-  getMessages(chat: ChatRef): Promise<ChatMessage[]>;
+  setChatSystemPrompt(chat: ChatRef, content: string, tokens: number): Promise<void>;
+  getSettings(chat: ChatRef): Promise<ChatSettings>;
+  updateSettings(chat: ChatRef, change: SettingsChange): Promise<ChatSettings>;
+  /** The chat's dates, size, usage and settings; null if it does not exist. */
+  getChatInfo(chat: ChatRef): Promise<ChatInfo | null>;
+  /** One page of messages, oldest first; reads O(page) whatever the chat's length. */
+  getMessages(chat: ChatRef, page: PageRequest): Promise<MessagePage>;
   /** Takes the chat's turn lease, if free, and reads what the turn needs, in one round trip. */
-  beginTurn(chat: ChatRef, leaseMs: number): Promise<BeginTurnResult>;
-  /**
-   * Appends the user message and its reply together (both or neither) and releases the lease,
-   * only if the lease is still this turn's and the chat was not cleared since it began.
-   */
-  commitTurn(
+  beginTurn(
     chat: ChatRef,
-    lease: TurnLease,
-    user: ChatMessage,
-    assistant: ChatMessage,
-  ): Promise<CommitResult>;
+    leaseMs: number,
+    userTokens: number,
+    defaults: TurnDefaults,
+  ): Promise<BeginTurnResult>;
+  /**
+   * Appends the user message and its reply together (both or neither) with the chat's usage and
+   * releases the lease, only if the lease is still this turn's and the chat was not cleared since
+   * it began. Then adds the usage to the tenant's totals.
+   */
+  commitTurn(chat: ChatRef, lease: TurnLease, turn: TurnRecord): Promise<CommitResult>;
   /** Extends a lease still held; false once it was lost. */
   renewLease(chat: ChatRef, lease: TurnLease, leaseMs: number): Promise<boolean>;
   /** Gives a lease back early (the turn failed). */
   releaseLease(chat: ChatRef, lease: TurnLease): Promise<void>;
-  /** Deletes the chat's messages; its system prompt stays. Turns in flight will not be stored. */
+  /** Deletes the chat's messages; its system prompt and settings stay. Turns in flight are not stored. */
   clearMessages(chat: ChatRef): Promise<void>;
+  /** Deletes the chat and everything in it; false if there was nothing. */
+  deleteChat(chat: ChatRef): Promise<boolean>;
+  /** The tenant's chats, most recently updated first. */
+  listChats(tenant: string, limit: number, cursor?: string): Promise<{ chats: ChatSummary[]; next?: string }>;
+  /** Deletes every chat of the tenant; answers how many there were. */
+  deleteAllChats(tenant: string): Promise<number>;
+  getUsage(tenant: string): Promise<Usage>;
   /** Claims an idempotency key for a request with this body fingerprint, or reports its state. */
   claimIdempotency(
     scope: IdempotencyScope,
@@ -116,125 +212,71 @@ function safe(id: string): string {
 /**
  * The Redis key layout, and the only place that knows it:
  *
- *   {prefix}:{t:<tenant>}:system              string   the tenant's global system prompt
- *   {prefix}:{t:<tenant>}:idem:<sha256>       string   idempotency record of a tenant route
- *   {prefix}:{c:<tenant>:<chat>}:system       string   the chat's system prompt
- *   {prefix}:{c:<tenant>:<chat>}:messages     list     JSON messages, oldest first
- *   {prefix}:{c:<tenant>:<chat>}:meta         hash     gen (bumped by clear), created_at, updated_at
- *   {prefix}:{c:<tenant>:<chat>}:lease        string   the running turn's token, with an expiry
- *   {prefix}:{c:<tenant>:<chat>}:idem:<sha256> string  idempotency record of a chat route
+ *   {prefix}:{t:<tenant>}:system               string  the tenant's global system prompt
+ *   {prefix}:{t:<tenant>}:chats                zset    chat ids by last write (ms), for listing
+ *   {prefix}:{t:<tenant>}:usage                hash    the tenant's token totals
+ *   {prefix}:{t:<tenant>}:idem                 set     the tenant routes' idempotency records
+ *   {prefix}:{t:<tenant>}:idem:<sha256>        string  one idempotency record
+ *   {prefix}:{c:<tenant>:<chat>}:meta          hash    gen, seq, base, created_at, updated_at,
+ *                                                      system_tokens, usage totals
+ *   {prefix}:{c:<tenant>:<chat>}:messages      list    JSON messages, oldest first (id = base + index)
+ *   {prefix}:{c:<tenant>:<chat>}:pairs         list    tokens of each user+reply pair
+ *   {prefix}:{c:<tenant>:<chat>}:system        string  the chat's system prompt
+ *   {prefix}:{c:<tenant>:<chat>}:settings      hash    the chat's settings
+ *   {prefix}:{c:<tenant>:<chat>}:lease         string  the running turn's token, with an expiry
+ *   {prefix}:{c:<tenant>:<chat>}:idem          set     the chat's idempotency records
+ *   {prefix}:{c:<tenant>:<chat>}:idem:<sha256> string  one idempotency record
  *
- * The braces are Redis Cluster hash tags: every key of one chat lands in one slot, so the Lua
- * scripts below that touch several keys of a chat stay valid on a cluster, while different chats
- * spread over the slots.
+ * The braces are Redis Cluster hash tags: every key of one chat lands in one slot, so the scripts
+ * that touch several keys of a chat stay valid on a cluster, while chats spread over the slots.
+ * The tenant's keys sit in another slot; they are kept right without cross-slot transactions:
+ * every write refreshes the chat's index entry, a listed chat found gone is dropped from the
+ * index, and erasure walks the index and then sweeps what is left.
  */
 export const keys = {
   tenant: (tenant: string) => {
     const base = `${redisConfig.keyPrefix}:{t:${safe(tenant)}}`;
-    return { system: `${base}:system`, idempotency: (id: string) => `${base}:idem:${safe(id)}` };
+    return {
+      system: `${base}:system`,
+      chats: `${base}:chats`,
+      usage: `${base}:usage`,
+      idempotencySet: `${base}:idem`,
+      idempotency: (id: string) => `${base}:idem:${safe(id)}`,
+      /** A SCAN pattern for every chat key of the tenant. */
+      chatPattern: `${redisConfig.keyPrefix}:{c:${safe(tenant)}:*`,
+    };
   },
   chat: (chat: ChatRef) => {
     const base = `${redisConfig.keyPrefix}:{c:${safe(chat.tenant)}:${safe(chat.chatId)}}`;
     return {
-      system: `${base}:system`,
-      messages: `${base}:messages`,
       meta: `${base}:meta`,
+      messages: `${base}:messages`,
+      pairs: `${base}:pairs`,
+      system: `${base}:system`,
+      settings: `${base}:settings`,
       lease: `${base}:lease`,
+      idempotencySet: `${base}:idem`,
       idempotency: (id: string) => `${base}:idem:${safe(id)}`,
     };
   },
 };
 
-function idempotencyKey(scope: IdempotencyScope, id: string): string {
-  return scope.chatId === undefined
-    ? keys.tenant(scope.tenant).idempotency(id)
-    : keys.chat({ tenant: scope.tenant, chatId: scope.chatId }).idempotency(id);
+/** The keys of a chat in the order every chat script takes them. */
+function chatKeys(chat: ChatRef): string[] {
+  const k = keys.chat(chat);
+  const ordered = [k.meta, k.messages, k.pairs, k.system, k.settings, k.lease, k.idempotencySet];
+  if (ordered.length !== CHAT_KEY_COUNT) throw new Error('Chat script keys out of step');
+  return ordered;
 }
 
-interface StoredMessage extends ChatMessage {
-  /** Milliseconds since the epoch, when the turn was stored. */
-  readonly created_at: number;
+function idempotencyKeys(scope: IdempotencyScope, id: string): { record: string; set: string } {
+  if (scope.chatId === undefined) {
+    const tenant = keys.tenant(scope.tenant);
+    return { record: tenant.idempotency(id), set: tenant.idempotencySet };
+  }
+  const chat = keys.chat({ tenant: scope.tenant, chatId: scope.chatId });
+  return { record: chat.idempotency(id), set: chat.idempotencySet };
 }
-
-function decode(raw: string): ChatMessage {
-  const { role, content } = JSON.parse(raw) as StoredMessage;
-  return { role, content };
-}
-
-function encode(message: ChatMessage, createdAt: number): string {
-  const stored: StoredMessage = { role: message.role, content: message.content, created_at: createdAt };
-  return JSON.stringify(stored);
-}
-
-/**
- * The scripts that make a turn safe. Each runs atomically in Redis, on keys of one chat only.
- *
- * beginTurn   KEYS lease meta system messages   ARGV token leaseMs
- *   -> {0, pttl} when another turn holds the lease; else takes it and returns
- *      {1, generation, messages, chatSystemPrompt?}
- * commitTurn  KEYS lease meta messages          ARGV token generation now user assistant
- *   -> 'lease_lost' unless the lease is still ours; 'cleared' if the generation moved; else
- *      appends both messages, releases the lease and returns 'stored'
- */
-const scripts = {
-  beginTurn: {
-    numberOfKeys: 4,
-    lua: `
-      local holder = redis.call('GET', KEYS[1])
-      if holder and holder ~= ARGV[1] then return {0, redis.call('PTTL', KEYS[1])} end
-      redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-      local generation = redis.call('HGET', KEYS[2], 'gen') or '0'
-      return {1, generation, redis.call('LRANGE', KEYS[4], 0, -1), redis.call('GET', KEYS[3])}`,
-  },
-  commitTurn: {
-    numberOfKeys: 3,
-    lua: `
-      if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lease_lost' end
-      redis.call('DEL', KEYS[1])
-      if (redis.call('HGET', KEYS[2], 'gen') or '0') ~= ARGV[2] then return 'cleared' end
-      redis.call('RPUSH', KEYS[3], ARGV[4], ARGV[5])
-      redis.call('HSETNX', KEYS[2], 'created_at', ARGV[3])
-      redis.call('HSET', KEYS[2], 'updated_at', ARGV[3])
-      return 'stored'`,
-  },
-  renewLease: {
-    numberOfKeys: 1,
-    lua: `
-      if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-      return redis.call('PEXPIRE', KEYS[1], ARGV[2])`,
-  },
-  releaseLease: {
-    numberOfKeys: 1,
-    lua: `
-      if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-      return 0`,
-  },
-  clearMessages: {
-    numberOfKeys: 2,
-    lua: `
-      redis.call('DEL', KEYS[2])
-      return redis.call('HINCRBY', KEYS[1], 'gen', 1)`,
-  },
-  claimIdempotency: {
-    numberOfKeys: 1,
-    lua: `
-      local record = redis.call('GET', KEYS[1])
-      if not record then
-        redis.call('SET', KEYS[1], cjson.encode({state = 'running', fingerprint = ARGV[1]}), 'PX', ARGV[2])
-        return 'claimed'
-      end
-      return record`,
-  },
-  completeIdempotency: {
-    numberOfKeys: 1,
-    lua: `
-      local record = redis.call('GET', KEYS[1])
-      if not record then return 0 end
-      local fingerprint = cjson.decode(record).fingerprint
-      redis.call('SET', KEYS[1], cjson.encode({state = 'done', fingerprint = fingerprint, response = ARGV[1]}), 'EX', ARGV[2])
-      return 1`,
-  },
-} as const;
 
 type ScriptName = keyof typeof scripts;
 type Scripted = Redis & { [name in ScriptName]: (...args: (string | number)[]) => Promise<unknown> };
@@ -244,12 +286,79 @@ const prepared = new WeakSet<Redis>();
 /** Registers the scripts on a connection once; ioredis then calls them by SHA (EVALSHA). */
 function scripted(redis: Redis): Scripted {
   if (!prepared.has(redis)) {
-    for (const [name, { numberOfKeys, lua }] of Object.entries(scripts)) {
-      redis.defineCommand(name, { numberOfKeys, lua });
+    for (const [name, lua] of Object.entries(scripts)) {
+      redis.defineCommand(name, { numberOfKeys: scriptKeyCounts[name as ScriptName], lua });
     }
     prepared.add(redis);
   }
   return redis as Scripted;
+}
+
+function decodeMessage(raw: string): StoredMessage {
+  return JSON.parse(raw) as StoredMessage;
+}
+
+/** A message for the prompt: what OpenAI takes, nothing else. */
+function promptMessage(raw: string): ChatMessage {
+  const { role, content } = decodeMessage(raw);
+  return { role, content };
+}
+
+/** JSON of a message without its id: the commit script puts the id in front. */
+function encodeWithoutId(message: ChatMessage, createdAt: number, tokens: number): string {
+  return JSON.stringify({ role: message.role, content: message.content, created_at: createdAt, tokens });
+}
+
+const NUMERIC_SETTINGS = new Set(['temperature', 'max_tokens', 'max_context_tokens', 'ttl_days']);
+
+function decodeSettings(json: string): ChatSettings {
+  const raw = JSON.parse(json) as Record<string, string>;
+  const settings: Record<string, string | number> = {};
+  for (const [field, value] of Object.entries(raw))
+    settings[field] = NUMERIC_SETTINGS.has(field) ? Number(value) : value;
+  return settings as ChatSettings;
+}
+
+function toNumber(value: unknown): number {
+  return Number(value ?? 0);
+}
+
+/** A position in a tenant's chat index: the last chat a page showed. */
+interface IndexEntry {
+  readonly id: string;
+  readonly score: number;
+}
+
+function encodeCursor(entry: IndexEntry): string {
+  return `${entry.score}:${entry.id}`;
+}
+
+function decodeCursor(cursor: string | undefined): IndexEntry | undefined {
+  if (cursor === undefined) return undefined;
+  const [score, id] = cursor.split(':');
+  return { score: Number(score), id: id ?? '' };
+}
+
+/**
+ * Up to `count` index entries after `position`, newest first. Entries with the same score come in
+ * reverse order of their ids, so those at the position's score with an id not below its id were
+ * already shown.
+ */
+async function indexAfter(
+  redis: Redis,
+  index: string,
+  position: IndexEntry | undefined,
+  count: number,
+): Promise<IndexEntry[]> {
+  const max = position === undefined ? '+inf' : String(position.score);
+  const flat = await redis.zrevrangebyscore(index, max, '-inf', 'WITHSCORES', 'LIMIT', 0, count + 64);
+  const entries: IndexEntry[] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const entry = { id: String(flat[i]), score: Number(flat[i + 1]) };
+    if (position && entry.score === position.score && entry.id >= position.id) continue;
+    entries.push(entry);
+  }
+  return entries.slice(0, count);
 }
 
 interface IdempotencyRecord {
@@ -259,8 +368,22 @@ interface IdempotencyRecord {
   readonly response?: string;
 }
 
+export interface RepositoryOptions {
+  /** Days a chat lives after its last write, unless its settings say otherwise. */
+  readonly ttlDays?: number;
+  /** With no `limit`, a page of history stays under this many bytes. */
+  readonly maxPageBytes: number;
+}
+
 export class RedisChatRepository implements ChatRepository {
-  constructor(private readonly run: <T>(operation: (redis: Redis) => Promise<T>) => Promise<T> = withRedis) {}
+  private readonly defaultTtlSeconds: number;
+
+  constructor(
+    private readonly options: RepositoryOptions,
+    private readonly run: <T>(operation: (redis: Redis) => Promise<T>) => Promise<T> = withRedis,
+  ) {
+    this.defaultTtlSeconds = Math.ceil((options.ttlDays ?? 0) * 86_400);
+  }
 
   getGlobalSystemPrompt(tenant: string): Promise<string | null> {
     return this.run((redis) => redis.get(keys.tenant(tenant).system));
@@ -274,35 +397,100 @@ export class RedisChatRepository implements ChatRepository {
     return this.run((redis) => redis.get(keys.chat(chat).system));
   }
 
-  async setChatSystemPrompt(chat: ChatRef, content: string): Promise<void> {
-    await this.run((redis) => redis.set(keys.chat(chat).system, content));
+  async setChatSystemPrompt(chat: ChatRef, content: string, tokens: number): Promise<void> {
+    const now = Date.now();
+    await this.run((redis) =>
+      Promise.all([
+        scripted(redis).setSystem(...chatKeys(chat), content, tokens, now, this.defaultTtlSeconds),
+        this.index(redis, chat, now),
+      ]),
+    );
   }
 
-  async getMessages(chat: ChatRef): Promise<ChatMessage[]> {
-    const raw = await this.run((redis) => redis.lrange(keys.chat(chat).messages, 0, -1));
-    return raw.map(decode);
+  async getSettings(chat: ChatRef): Promise<ChatSettings> {
+    const raw = await this.run((redis) => redis.hgetall(keys.chat(chat).settings));
+    return decodeSettings(JSON.stringify(raw));
   }
 
-  beginTurn(chat: ChatRef, leaseMs: number): Promise<BeginTurnResult> {
-    const chatKeys = keys.chat(chat);
+  async updateSettings(chat: ChatRef, change: SettingsChange): Promise<ChatSettings> {
+    const now = Date.now();
+    const encoded = JSON.stringify(
+      Object.fromEntries(Object.entries(change).map(([k, v]) => [k, v ?? false])),
+    );
+    const [settings] = await this.run((redis) =>
+      Promise.all([
+        scripted(redis).updateSettings(...chatKeys(chat), encoded, now, this.defaultTtlSeconds),
+        this.index(redis, chat, now),
+      ]),
+    );
+    return decodeSettings(settings as string);
+  }
+
+  async getChatInfo(chat: ChatRef): Promise<ChatInfo | null> {
+    const reply = (await this.run((redis) => scripted(redis).chatInfo(...chatKeys(chat)))) as unknown[];
+    if (reply.length === 0) return null;
+    const [created, updated, prompt, completion, total, turns, count, settings] = reply;
+    return {
+      id: chat.chatId,
+      created_at: toNumber(created),
+      updated_at: toNumber(updated),
+      message_count: toNumber(count),
+      usage: {
+        prompt_tokens: toNumber(prompt),
+        completion_tokens: toNumber(completion),
+        total_tokens: toNumber(total),
+        turns: toNumber(turns),
+      },
+      settings: decodeSettings(String(settings)),
+    };
+  }
+
+  async getMessages(chat: ChatRef, page: PageRequest): Promise<MessagePage> {
+    const reply = (await this.run((redis) =>
+      scripted(redis).readPage(
+        ...chatKeys(chat),
+        page.limit ?? '',
+        page.before ?? '',
+        page.after ?? '',
+        this.options.maxPageBytes,
+        1000,
+      ),
+    )) as [number, number, number, number, string[]];
+    const [first, last, length, , raw] = reply;
+    const messages = raw.map(decodeMessage);
+    const oldest = messages[0];
+    const newest = messages.at(-1);
+    return {
+      messages,
+      ...(first > 0 && oldest ? { before: oldest.id } : {}),
+      ...(last < length - 1 && newest ? { after: newest.id } : {}),
+    };
+  }
+
+  beginTurn(
+    chat: ChatRef,
+    leaseMs: number,
+    userTokens: number,
+    defaults: TurnDefaults,
+  ): Promise<BeginTurnResult> {
     const token = randomUUID();
     return this.run(async (redis) => {
       // Sent together, so the turn waits one round trip, not two. Not a MULTI or one pipeline: the
       // tenant's prompt lives in another hash slot than the chat, on another node of a cluster.
       const [globalSystemPrompt, reply] = await Promise.all([
         redis.get(keys.tenant(chat.tenant).system),
-        scripted(redis).beginTurn(
-          chatKeys.lease,
-          chatKeys.meta,
-          chatKeys.system,
-          chatKeys.messages,
-          token,
-          leaseMs,
-        ),
+        scripted(redis).beginTurn(...chatKeys(chat), token, leaseMs, userTokens, JSON.stringify(defaults)),
       ]);
       const [acquired, ...rest] = reply as [number, ...unknown[]];
       if (acquired === 0) return { acquired: false, retryInMs: Math.max(Number(rest[0]), 0) };
-      const [generation, history, chatSystemPrompt] = rest as [string, string[], string | null | undefined];
+      const [generation, settings, budget, window, costs, chatSystemPrompt] = rest as [
+        string,
+        string,
+        number,
+        string[],
+        number[],
+        string | null | undefined,
+      ];
       return {
         acquired: true,
         lease: {
@@ -311,49 +499,151 @@ export class RedisChatRepository implements ChatRepository {
           context: {
             globalSystemPrompt,
             chatSystemPrompt: chatSystemPrompt ?? null,
-            history: history.map(decode),
+            history: window.map(promptMessage),
+            pairTokens: costs.map(Number).reverse(),
+            budget: Number(budget),
+            settings: decodeSettings(settings),
           },
         },
       };
     });
   }
 
-  commitTurn(
-    chat: ChatRef,
-    lease: TurnLease,
-    user: ChatMessage,
-    assistant: ChatMessage,
-  ): Promise<CommitResult> {
-    const chatKeys = keys.chat(chat);
+  async commitTurn(chat: ChatRef, lease: TurnLease, turn: TurnRecord): Promise<CommitResult> {
     const now = Date.now();
-    return this.run(
-      async (redis) =>
-        (await scripted(redis).commitTurn(
-          chatKeys.lease,
-          chatKeys.meta,
-          chatKeys.messages,
-          lease.token,
-          lease.generation,
-          now,
-          encode(user, now),
-          encode(assistant, now),
-        )) as CommitResult,
-    );
+    const { usage } = turn;
+    const [result] = (await this.run((redis) =>
+      scripted(redis).commitTurn(
+        ...chatKeys(chat),
+        lease.token,
+        lease.generation,
+        now,
+        encodeWithoutId(turn.user, now, turn.userTokens),
+        encodeWithoutId(turn.assistant, now, turn.assistantTokens),
+        turn.userTokens + turn.assistantTokens,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.total_tokens,
+        this.defaultTtlSeconds,
+      ),
+    )) as [CommitResult];
+    if (result === 'stored') {
+      // The tenant's keys live in another slot: updated right after the turn, not atomically with it.
+      const tenant = keys.tenant(chat.tenant);
+      await this.run((redis) =>
+        Promise.all([
+          this.index(redis, chat, now),
+          redis
+            .multi()
+            .hincrby(tenant.usage, 'prompt_tokens', usage.prompt_tokens)
+            .hincrby(tenant.usage, 'completion_tokens', usage.completion_tokens)
+            .hincrby(tenant.usage, 'total_tokens', usage.total_tokens)
+            .hincrby(tenant.usage, 'turns', 1)
+            .exec(),
+        ]),
+      );
+    }
+    return result;
   }
 
-  renewLease(chat: ChatRef, lease: TurnLease, leaseMs: number): Promise<boolean> {
-    return this.run(
-      async (redis) => (await scripted(redis).renewLease(keys.chat(chat).lease, lease.token, leaseMs)) === 1,
+  async renewLease(chat: ChatRef, lease: TurnLease, leaseMs: number): Promise<boolean> {
+    return (
+      (await this.run((redis) => scripted(redis).renewLease(...chatKeys(chat), lease.token, leaseMs))) === 1
     );
   }
 
   async releaseLease(chat: ChatRef, lease: TurnLease): Promise<void> {
-    await this.run((redis) => scripted(redis).releaseLease(keys.chat(chat).lease, lease.token));
+    await this.run((redis) => scripted(redis).releaseLease(...chatKeys(chat), lease.token));
   }
 
   async clearMessages(chat: ChatRef): Promise<void> {
-    const chatKeys = keys.chat(chat);
-    await this.run((redis) => scripted(redis).clearMessages(chatKeys.meta, chatKeys.messages));
+    const now = Date.now();
+    await this.run((redis) =>
+      Promise.all([scripted(redis).clearMessages(...chatKeys(chat), now), this.index(redis, chat, now)]),
+    );
+  }
+
+  async deleteChat(chat: ChatRef): Promise<boolean> {
+    const [existed] = await this.run((redis) =>
+      Promise.all([
+        scripted(redis).deleteChat(...chatKeys(chat)),
+        redis.zrem(keys.tenant(chat.tenant).chats, chat.chatId),
+      ]),
+    );
+    return existed === 1;
+  }
+
+  async listChats(
+    tenant: string,
+    limit: number,
+    cursor?: string,
+  ): Promise<{ chats: ChatSummary[]; next?: string }> {
+    const index = keys.tenant(tenant).chats;
+    let position = decodeCursor(cursor);
+    const chats: ChatSummary[] = [];
+    return this.run(async (redis) => {
+      for (;;) {
+        const wanted = limit - chats.length;
+        const batch = await indexAfter(redis, index, position, wanted + 1);
+        const taken = batch.slice(0, wanted);
+        const infos = (await Promise.all(
+          taken.map((entry) => scripted(redis).chatInfo(...chatKeys({ tenant, chatId: entry.id }))),
+        )) as unknown[][];
+        // A chat that expired since it was indexed is dropped from the index as it is met.
+        const gone = taken.filter((_, i) => infos[i]?.length === 0).map((entry) => entry.id);
+        if (gone.length > 0) await redis.zrem(index, ...gone);
+        taken.forEach((entry, i) => {
+          const info = infos[i] ?? [];
+          if (info.length === 0) return;
+          chats.push({
+            id: entry.id,
+            created_at: toNumber(info[0]),
+            updated_at: toNumber(info[1]),
+            message_count: toNumber(info[6]),
+          });
+        });
+        position = taken.at(-1) ?? position;
+        if (batch.length <= wanted) return { chats };
+        if (chats.length >= limit && position) return { chats, next: encodeCursor(position) };
+      }
+    });
+  }
+
+  async deleteAllChats(tenant: string): Promise<number> {
+    const tenantKeys = keys.tenant(tenant);
+    const deleted = new Set<string>();
+    return this.run(async (redis) => {
+      for (;;) {
+        const ids = await redis.zrange(tenantKeys.chats, '0', '99');
+        if (ids.length === 0) break;
+        await Promise.all(ids.map((chatId) => scripted(redis).deleteChat(...chatKeys({ tenant, chatId }))));
+        await redis.zrem(tenantKeys.chats, ...ids);
+        for (const id of ids) deleted.add(id);
+      }
+      // Sweep what the index missed (a write racing the erasure, an index entry lost).
+      let cursor = '0';
+      do {
+        const [next, found] = await redis.scan(cursor, 'MATCH', tenantKeys.chatPattern, 'COUNT', 1000);
+        cursor = next;
+        if (found.length > 0) {
+          await Promise.all(found.map((key) => redis.del(key)));
+          // The hash tag is {c:<tenant>:<chat>}; tenant ids hold no ':'.
+          for (const key of found)
+            deleted.add(key.slice(key.indexOf('{') + 3 + tenant.length + 1, key.indexOf('}')));
+        }
+      } while (cursor !== '0');
+      return deleted.size;
+    });
+  }
+
+  async getUsage(tenant: string): Promise<Usage> {
+    const raw = await this.run((redis) => redis.hgetall(keys.tenant(tenant).usage));
+    return {
+      prompt_tokens: toNumber(raw.prompt_tokens),
+      completion_tokens: toNumber(raw.completion_tokens),
+      total_tokens: toNumber(raw.total_tokens),
+      turns: toNumber(raw.turns),
+    };
   }
 
   async claimIdempotency(
@@ -362,14 +652,15 @@ export class RedisChatRepository implements ChatRepository {
     fingerprint: string,
     runningMs: number,
   ): Promise<IdempotencyClaim> {
+    const { record, set } = idempotencyKeys(scope, id);
     const reply = (await this.run((redis) =>
-      scripted(redis).claimIdempotency(idempotencyKey(scope, id), fingerprint, runningMs),
+      scripted(redis).claimIdempotency(record, set, fingerprint, runningMs),
     )) as string;
     if (reply === 'claimed') return { state: 'claimed' };
-    const record = JSON.parse(reply) as IdempotencyRecord;
-    if (record.fingerprint !== fingerprint) return { state: 'mismatch' };
-    if (record.state === 'done' && record.response) {
-      return { state: 'done', response: JSON.parse(record.response) as StoredResponse };
+    const existing = JSON.parse(reply) as IdempotencyRecord;
+    if (existing.fingerprint !== fingerprint) return { state: 'mismatch' };
+    if (existing.state === 'done' && existing.response) {
+      return { state: 'done', response: JSON.parse(existing.response) as StoredResponse };
     }
     return { state: 'running' };
   }
@@ -380,15 +671,27 @@ export class RedisChatRepository implements ChatRepository {
     response: StoredResponse,
     keepSeconds: number,
   ): Promise<void> {
+    const { record } = idempotencyKeys(scope, id);
     await this.run((redis) =>
-      scripted(redis).completeIdempotency(idempotencyKey(scope, id), JSON.stringify(response), keepSeconds),
+      scripted(redis).completeIdempotency(record, JSON.stringify(response), keepSeconds),
     );
   }
 
   async abandonIdempotency(scope: IdempotencyScope, id: string): Promise<void> {
-    await this.run((redis) => redis.del(idempotencyKey(scope, id)));
+    const { record, set } = idempotencyKeys(scope, id);
+    await this.run((redis) => Promise.all([redis.del(record), redis.srem(set, record)]));
+  }
+
+  /** Refreshes the chat's entry in its tenant's index (another slot, so not part of the chat's scripts). */
+  private index(redis: Redis, chat: ChatRef, now: number): Promise<unknown> {
+    return redis.zadd(keys.tenant(chat.tenant).chats, String(now), chat.chatId);
   }
 }
 
+const chatConfig = loadChatConfig();
+
 /** The repository every handler uses: one per container, over the shared connection. */
-export const chatRepository: ChatRepository = new RedisChatRepository();
+export const chatRepository: ChatRepository = new RedisChatRepository({
+  ttlDays: chatConfig.ttlDays,
+  maxPageBytes: chatConfig.maxPageBytes,
+});

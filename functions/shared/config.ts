@@ -160,3 +160,60 @@ export function loadTurnConfig(env: Env = process.env): TurnConfig {
     idempotencyTtlSeconds: integer(env, 'IDEMPOTENCY_TTL_SECONDS', 24 * 3600, 1, 7 * 24 * 3600),
   };
 }
+
+/**
+ * Context window sizes of the chat models we know, in tokens. A model not listed is assumed to
+ * have 128k; set MAX_CONTEXT_TOKENS (or a chat's max_context_tokens) for anything else.
+ */
+export const MODEL_CONTEXT_TOKENS: Readonly<Record<string, number>> = {
+  'gpt-4o': 128_000,
+  'gpt-4o-mini': 128_000,
+  'gpt-4.1': 1_047_576,
+  'gpt-4.1-mini': 1_047_576,
+  'gpt-4.1-nano': 1_047_576,
+  'gpt-5': 400_000,
+  'gpt-5-mini': 400_000,
+  'gpt-5-nano': 400_000,
+};
+export const FALLBACK_CONTEXT_TOKENS = 128_000;
+
+export interface ChatConfig {
+  /** The model of a chat with no `model` setting (OPENAI_MODEL). */
+  readonly defaultModel: string;
+  /** Models a chat may choose; always includes the default. */
+  readonly models: readonly string[];
+  /** The deployment's context budget; unset means the model's context size minus the reply reserve. */
+  readonly maxContextTokens: number | undefined;
+  /** Tokens kept free for the reply when the budget comes from the model's context size. */
+  readonly replyReserveTokens: number;
+  /** Days a chat lives after its last write (fractions allowed); unset keeps chats until deleted. */
+  readonly ttlDays: number | undefined;
+  /** The size a history page stays under when the client gives no `limit`. */
+  readonly maxPageBytes: number;
+}
+
+export function loadChatConfig(env: Env = process.env): ChatConfig {
+  const defaultModel = optional(env, 'OPENAI_MODEL') ?? 'gpt-4.1-mini';
+  const listed = (optional(env, 'OPENAI_MODELS') ?? '')
+    .split(',')
+    .map((model) => model.trim())
+    .filter((model) => model !== '');
+  const maxContext = optional(env, 'MAX_CONTEXT_TOKENS');
+  const ttlDays = optional(env, 'CHAT_TTL_DAYS');
+  const maxTokens = optional(env, 'OPENAI_MAX_TOKENS');
+  return {
+    defaultModel,
+    models: [...new Set([defaultModel, ...listed])],
+    maxContextTokens:
+      maxContext === undefined ? undefined : integer(env, 'MAX_CONTEXT_TOKENS', 0, 100, 10_000_000),
+    replyReserveTokens: integer(
+      env,
+      'REPLY_RESERVE_TOKENS',
+      maxTokens === undefined ? 4096 : integer(env, 'OPENAI_MAX_TOKENS', 0, 1, 1_000_000),
+      0,
+      1_000_000,
+    ),
+    ttlDays: ttlDays === undefined ? undefined : decimal(env, 'CHAT_TTL_DAYS', 0.00001, 3650),
+    maxPageBytes: integer(env, 'MAX_PAGE_BYTES', 1024 * 1024, 1024, 5 * 1024 * 1024),
+  };
+}

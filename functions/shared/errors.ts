@@ -157,3 +157,11 @@ export class IdempotencyKeyReusedError extends ChatProxyError {
     super('idempotency_key_reused', 'This Idempotency-Key was used with a different request body');
   }
 }
+
+/** 404: the chat has never been written (or was deleted, or expired). */
+export class ChatNotFoundError extends ChatProxyError {
+  readonly status = 404;
+  constructor() {
+    super('chat_not_found', 'No chat with this id');
+  }
+}

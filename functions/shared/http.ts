@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { reservedChatIds } from '../routes';
 import type { ChatRef } from './chat-repository';
-import { isSamLocal, loadLimits } from './config';
+import { isSamLocal, loadChatConfig, loadLimits } from './config';
 import { ChatProxyError, ForbiddenError, PayloadTooLargeError, ValidationError } from './errors';
 import { requestSchemas } from './schemas';
 import { type Infer, type JsonSchema, validate } from './validation';
@@ -13,7 +13,7 @@ const samLocal = isSamLocal();
 export const limits = loadLimits();
 
 /** The request body schemas, sized by `limits`. */
-export const schemas = requestSchemas(limits);
+export const schemas = requestSchemas(limits, loadChatConfig().models);
 
 export type ApiEvent = APIGatewayProxyEvent;
 export type ApiResult = APIGatewayProxyResult;
@@ -142,4 +142,38 @@ export function wantsStream(event: ApiEvent, stream: boolean | undefined): boole
   if (stream !== undefined) return stream;
   const accept = Object.entries(event.headers ?? {}).find(([name]) => name.toLowerCase() === 'accept')?.[1];
   return accept?.includes('text/event-stream') ?? false;
+}
+
+/**
+ * A whole-number query parameter within bounds, or undefined when absent. Anything else is a 400
+ * naming the parameter.
+ */
+export function integerQuery(event: ApiEvent, name: string, min: number, max: number): number | undefined {
+  const raw = event.queryStringParameters?.[name];
+  if (raw === undefined || raw === null) return undefined;
+  const value = /^\d{1,16}$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new ValidationError('invalid_query', `${name} must be a whole number from ${min} to ${max}`);
+  }
+  return value;
+}
+
+/** A Link header with the given relations, each a query on the same path (RFC 8288). */
+export function linkHeader(
+  links: Record<string, Record<string, string | number> | undefined>,
+): Record<string, string> {
+  const parts = Object.entries(links)
+    .filter((entry): entry is [string, Record<string, string | number>] => entry[1] !== undefined)
+    .map(([rel, query]) => {
+      const search = new URLSearchParams(
+        Object.entries(query).map(([k, v]): [string, string] => [k, String(v)]),
+      );
+      return `<?${search}>; rel="${rel}"`;
+    });
+  return parts.length === 0 ? {} : { Link: parts.join(', ') };
+}
+
+/** Milliseconds since the epoch as an ISO 8601 date. */
+export function isoDate(ms: number): string {
+  return new Date(ms).toISOString();
 }

@@ -125,9 +125,12 @@ function upstreamMessage(error: InstanceType<typeof OpenAI.APIError>): string {
 }
 
 /** One chat completion with the deployment's model and parameters. */
-export async function complete(messages: ChatCompletionMessageParam[]): Promise<Completion> {
+export async function complete(
+  messages: ChatCompletionMessageParam[],
+  model: ModelOptions = {},
+): Promise<Completion> {
   const completion = await callWithDeadline((openai, signal) =>
-    openai.chat.completions.create({ ...completionParams(messages), stream: false }, { signal }),
+    openai.chat.completions.create({ ...completionParams(messages, model), stream: false }, { signal }),
   );
   const message = completion.choices?.[0]?.message;
   if (message === undefined) {
@@ -136,12 +139,21 @@ export async function complete(messages: ChatCompletionMessageParam[]): Promise<
   return { content: message.content ?? message.refusal ?? '', tokens: tokensOf(completion.usage) };
 }
 
-function completionParams(messages: ChatCompletionMessageParam[]) {
+/** A chat's own model settings; each falls back to the deployment's. */
+export interface ModelOptions {
+  readonly model?: string;
+  readonly temperature?: number;
+  readonly maxTokens?: number;
+}
+
+function completionParams(messages: ChatCompletionMessageParam[], options: ModelOptions) {
+  const temperature = options.temperature ?? openAiConfig.temperature;
+  const maxTokens = options.maxTokens ?? openAiConfig.maxTokens;
   return {
-    model: openAiConfig.model,
+    model: options.model ?? openAiConfig.model,
     messages,
-    ...(openAiConfig.temperature === undefined ? {} : { temperature: openAiConfig.temperature }),
-    ...(openAiConfig.maxTokens === undefined ? {} : { max_completion_tokens: openAiConfig.maxTokens }),
+    ...(temperature === undefined ? {} : { temperature }),
+    ...(maxTokens === undefined ? {} : { max_completion_tokens: maxTokens }),
   };
 }
 
@@ -167,6 +179,7 @@ export type StreamEvent =
 export async function streamCompletion(
   messages: ChatCompletionMessageParam[],
   signal: AbortSignal,
+  model: ModelOptions = {},
 ): Promise<AsyncGenerator<StreamEvent>> {
   const idle = new AbortController();
   let timer = setTimeout(() => idle.abort(), openAiConfig.timeoutMs);
@@ -189,7 +202,7 @@ export async function streamCompletion(
   try {
     stream = await call((openai) =>
       openai.chat.completions.create(
-        { ...completionParams(messages), stream: true, stream_options: { include_usage: true } },
+        { ...completionParams(messages, model), stream: true, stream_options: { include_usage: true } },
         { signal: AbortSignal.any([signal, idle.signal]) },
       ),
     );

@@ -5,15 +5,31 @@ import {
   type ChatRef,
   chatRepository,
   type TurnContext,
+  type TurnDefaults,
   type TurnLease,
 } from './chat-repository';
-import { loadStreamingConfig, loadTurnConfig } from './config';
-import { ChatBusyError, TurnNotStoredError } from './errors';
-import { complete, streamCompletion, type TokenUsage } from './openai';
+import {
+  FALLBACK_CONTEXT_TOKENS,
+  loadChatConfig,
+  loadStreamingConfig,
+  loadTurnConfig,
+  MODEL_CONTEXT_TOKENS,
+} from './config';
+import { ChatBusyError, TurnNotStoredError, ValidationError } from './errors';
+import { complete, type ModelOptions, streamCompletion, type TokenUsage } from './openai';
 import type { EventSink } from './streaming-route';
+import { messageTokens, REPLY_PRIMING_TOKENS, systemPromptTokens } from './tokens';
 
 const { keepAliveMs } = loadStreamingConfig();
 const { leaseMs } = loadTurnConfig();
+const chatConfig = loadChatConfig();
+const defaults: TurnDefaults = {
+  model: chatConfig.defaultModel,
+  reserve: chatConfig.replyReserveTokens,
+  maxContext: chatConfig.maxContextTokens,
+  contexts: MODEL_CONTEXT_TOKENS,
+  fallback: FALLBACK_CONTEXT_TOKENS,
+};
 
 /** The answer of `POST /{chat_id}/chat` and `POST /{chat_id}/img`. */
 export interface TurnReply {
@@ -42,14 +58,47 @@ export function composePrompt(context: TurnContext, user: ChatMessage): ChatComp
 }
 
 /**
- * Takes the chat's turn lease. A busy chat answers 409 at once, or, with `waitMs`, is polled with
- * a growing, jittered pause (capped by the holder's remaining lease) until it frees up.
+ * Fits the context to its budget: the window the repository chose left room for the new message
+ * and the chat's prompt; the tenant's prompt and the reply priming come off here, dropping the
+ * oldest whole pairs if they no longer fit. A message that cannot fit even alone is refused.
  */
-async function acquire(chat: ChatRef, waitMs: number): Promise<TurnLease> {
+function fitWindow(context: TurnContext): TurnContext {
+  const budget = context.budget - systemPromptTokens(context.globalSystemPrompt) - REPLY_PRIMING_TOKENS;
+  if (budget < 0) {
+    throw new ValidationError(
+      'message_too_large',
+      "The message does not fit the chat's context window, even without any history",
+    );
+  }
+  let used = context.pairTokens.reduce((sum, tokens) => sum + tokens, 0);
+  let drop = 0;
+  while (used > budget) used -= context.pairTokens[drop++] ?? 0;
+  if (drop === 0) return context;
+  return { ...context, history: context.history.slice(drop * 2), pairTokens: context.pairTokens.slice(drop) };
+}
+
+function modelOptions(context: TurnContext): ModelOptions {
+  const { model, temperature, max_tokens } = context.settings;
+  return { model, temperature, maxTokens: max_tokens };
+}
+
+/**
+ * Takes the chat's turn lease and reads its context. A busy chat answers 409 at once, or, with
+ * `waitMs`, is polled with a growing, jittered pause (capped by the holder's remaining lease).
+ */
+async function acquire(chat: ChatRef, user: ChatMessage, waitMs: number): Promise<TurnLease> {
   const deadline = Date.now() + waitMs;
+  const userTokens = messageTokens(user.content);
   for (let attempt = 0; ; attempt += 1) {
-    const result = await chatRepository.beginTurn(chat, leaseMs);
-    if (result.acquired) return result.lease;
+    const result = await chatRepository.beginTurn(chat, leaseMs, userTokens, defaults);
+    if (result.acquired) {
+      try {
+        return { ...result.lease, context: fitWindow(result.lease.context) };
+      } catch (error) {
+        await release(chat, result.lease);
+        throw error;
+      }
+    }
     const remaining = deadline - Date.now();
     if (remaining <= 0) throw new ChatBusyError();
     const backoff = Math.min(5 * 2 ** attempt, 100) * (0.5 + Math.random());
@@ -57,8 +106,20 @@ async function acquire(chat: ChatRef, waitMs: number): Promise<TurnLease> {
   }
 }
 
-async function commit(chat: ChatRef, lease: TurnLease, user: ChatMessage, content: string): Promise<void> {
-  const result = await chatRepository.commitTurn(chat, lease, user, { role: 'assistant', content });
+async function commit(
+  chat: ChatRef,
+  lease: TurnLease,
+  user: ChatMessage,
+  content: string,
+  usage: TokenUsage,
+): Promise<void> {
+  const result = await chatRepository.commitTurn(chat, lease, {
+    user,
+    userTokens: messageTokens(user.content),
+    assistant: { role: 'assistant', content },
+    assistantTokens: messageTokens(content),
+    usage,
+  });
   if (result === 'lease_lost') {
     throw new TurnNotStoredError(
       'turn_expired',
@@ -84,11 +145,11 @@ async function release(chat: ChatRef, lease: TurnLease): Promise<void> {
  * chat, so a failed turn leaves no orphan message and a late one cannot scramble the history.
  */
 export async function runTurn(chat: ChatRef, user: ChatMessage, options: TurnOptions): Promise<TurnReply> {
-  const lease = await acquire(chat, options.waitMs);
+  const lease = await acquire(chat, user, options.waitMs);
   let stored = false;
   try {
-    const completion = await complete(composePrompt(lease.context, user));
-    await commit(chat, lease, user, completion.content);
+    const completion = await complete(composePrompt(lease.context, user), modelOptions(lease.context));
+    await commit(chat, lease, user, completion.content, completion.tokens);
     stored = true;
     return { content: completion.content, role: 'assistant', tokens: completion.tokens };
   } finally {
@@ -108,7 +169,7 @@ export async function streamTurn(
   user: ChatMessage,
   options: TurnOptions & { open: () => EventSink; signal: AbortSignal },
 ): Promise<TurnReply | undefined> {
-  const lease = await acquire(chat, options.waitMs);
+  const lease = await acquire(chat, user, options.waitMs);
   const leaseLost = new AbortController();
   const renewal = setInterval(() => {
     chatRepository
@@ -120,7 +181,11 @@ export async function streamTurn(
   let stored = false;
   try {
     const signal = AbortSignal.any([options.signal, leaseLost.signal]);
-    const upstream = await streamCompletion(composePrompt(lease.context, user), signal);
+    const upstream = await streamCompletion(
+      composePrompt(lease.context, user),
+      signal,
+      modelOptions(lease.context),
+    );
     const sink = options.open();
     keepAlive = setTimeout(function beat() {
       sink.comment('keep-alive');
@@ -136,7 +201,7 @@ export async function streamTurn(
         continue;
       }
       if (options.signal.aborted) return undefined;
-      await commit(chat, lease, user, content);
+      await commit(chat, lease, user, content, event.tokens);
       stored = true;
       const reply: TurnReply = { content, role: 'assistant', tokens: event.tokens };
       sink.send('done', reply);

@@ -172,8 +172,13 @@ describe('POST /{chat_id}/chat', () => {
     });
     const history = body(await getChat(chatEvent('/{chat_id}/chat')));
     expect(history).toEqual([
-      { role: 'user', content: 'Hello' },
-      { role: 'assistant', content: (body(result) as { content: string }).content },
+      { id: 0, role: 'user', content: 'Hello', created_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) },
+      {
+        id: 1,
+        role: 'assistant',
+        content: (body(result) as { content: string }).content,
+        created_at: expect.stringMatching(/^\d{4}-/),
+      },
     ]);
   });
 
@@ -313,6 +318,7 @@ describe('Redis keys', () => {
     expect(keys).toEqual([
       `chat-proxy:{c:${tenant}:${chatId}}:messages`,
       `chat-proxy:{c:${tenant}:${chatId}}:meta`,
+      `chat-proxy:{c:${tenant}:${chatId}}:pairs`,
       `chat-proxy:{c:${tenant}:${chatId}}:system`,
     ]);
   });

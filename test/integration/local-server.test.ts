@@ -163,7 +163,7 @@ describe('local server (npm run dev) over HTTP', () => {
       const ofA = await call('GET', `/${chatId}/chat`, { key: keyA });
 
       await expectJson(ofB, 200, []);
-      expect(((await ofA.json()) as unknown[])[0]).toEqual({ role: 'user', content: 'From A' });
+      expect(((await ofA.json()) as unknown[])[0]).toMatchObject({ role: 'user', content: 'From A' });
     });
   });
 
@@ -263,8 +263,8 @@ describe('local server (npm run dev) over HTTP', () => {
         data: { content: streamed, role: 'assistant', tokens: anyTokens },
       });
       await expectJson(await call('GET', `/${chatId}/chat`), 200, [
-        { role: 'user', content: 'Stream this' },
-        { role: 'assistant', content: streamed },
+        { id: 0, role: 'user', content: 'Stream this', created_at: expect.any(String) },
+        { id: 1, role: 'assistant', content: streamed, created_at: expect.any(String) },
       ]);
     });
 
@@ -327,10 +327,10 @@ describe('local server (npm run dev) over HTTP', () => {
       const response = await call('GET', `/${chatId}/chat`);
 
       await expectJson(response, 200, [
-        { role: 'user', content: 'One' },
-        { role: 'assistant', content: first.content },
-        { role: 'user', content: 'Two' },
-        { role: 'assistant', content: second.content },
+        { id: 0, role: 'user', content: 'One', created_at: expect.any(String) },
+        { id: 1, role: 'assistant', content: first.content, created_at: expect.any(String) },
+        { id: 2, role: 'user', content: 'Two', created_at: expect.any(String) },
+        { id: 3, role: 'assistant', content: second.content, created_at: expect.any(String) },
       ]);
     });
 
@@ -499,9 +499,9 @@ describe('npm run dev without any configuration', () => {
 
     expect(second.key).toBe(first.key);
     expect(readFileSync(join(dataDir, 'api-key'), 'utf8').trim()).toBe(first.key);
-    expect(await history.json()).toEqual([
-      { role: 'user', content: 'Remember me' },
-      { role: 'assistant', content: 'You said: "Remember me" (offline stand-in model, turn 1)' },
+    expect(await history.json()).toMatchObject([
+      { id: 0, role: 'user', content: 'Remember me' },
+      { id: 1, role: 'assistant', content: 'You said: "Remember me" (offline stand-in model, turn 1)' },
     ]);
     await stop(second.redisPort);
   }, 120_000);

@@ -16,6 +16,8 @@ export interface FakeOpenAi {
   readonly aborted: ReceivedRequest[];
   /** Requests to one path, e.g. `/chat/completions`. */
   requestsTo(path: string): ReceivedRequest[];
+  /** The bodies of the chat completion requests received, in order. */
+  completions(): CompletionBody[];
   /** Serves `response` for the next request (queued responses are used in order). */
   enqueue(...responses: ScriptedResponse[]): void;
   /** Decides the response of every request not served from the queue; undefined = built-in model. */
@@ -41,6 +43,10 @@ export async function startFakeOpenAi(): Promise<FakeOpenAi> {
     requests,
     aborted,
     requestsTo: (path) => requests.filter((request) => request.path === path),
+    completions: () =>
+      requests
+        .filter((request) => request.path === '/chat/completions')
+        .map((request) => request.body as CompletionBody),
     enqueue: (...responses) => queue.push(...responses),
     respondWith: (next) => {
       decide = next;
@@ -53,6 +59,15 @@ export async function startFakeOpenAi(): Promise<FakeOpenAi> {
     },
     close: () => standIn.close(),
   };
+}
+
+/** What the handlers send to `/chat/completions`. */
+export interface CompletionBody {
+  readonly model: string;
+  readonly messages: { role: string; content: string | unknown[] }[];
+  readonly temperature?: number;
+  readonly max_completion_tokens?: number;
+  readonly stream?: boolean;
 }
 
 /** An OpenAI-style error body. */

@@ -3,12 +3,15 @@ import { ValidationError } from '../../functions/shared/errors';
 import { requestSchemas } from '../../functions/shared/schemas';
 import { validate } from '../../functions/shared/validation';
 
-const schemas = requestSchemas({
-  maxBodyBytes: 1024,
-  maxContentChars: 10,
-  maxUrlChars: 40,
-  maxChatIdLength: 8,
-});
+const schemas = requestSchemas(
+  {
+    maxBodyBytes: 1024,
+    maxContentChars: 10,
+    maxUrlChars: 40,
+    maxChatIdLength: 8,
+  },
+  ['gpt-a'],
+);
 
 describe('validate', () => {
   it('returns only the schema properties', () => {

@@ -1,0 +1,239 @@
+/**
+ * The Lua scripts of the chat repository. Each runs atomically inside Redis and touches the keys
+ * of one chat only (one hash slot), so it stays valid on Redis Cluster. Every chat script takes
+ * the same keys, in this order (see `chat-repository.ts` for the layout):
+ *
+ *   KEYS[1] meta  KEYS[2] messages  KEYS[3] pairs  KEYS[4] system  KEYS[5] settings
+ *   KEYS[6] lease KEYS[7] idempotency record set
+ */
+
+/** How many keys every chat script takes. */
+export const CHAT_KEY_COUNT = 7;
+
+/**
+ * Marks a write: created_at once, updated_at always, and the chat's retention applied to all its
+ * keys (the chat's `ttl_days` setting, else the deployment's default; none means keep).
+ */
+const touch = `
+local function touch(now, default_ttl_seconds)
+  redis.call('HSETNX', KEYS[1], 'created_at', now)
+  redis.call('HSET', KEYS[1], 'updated_at', now)
+  local days = tonumber(redis.call('HGET', KEYS[5], 'ttl_days') or '')
+  local ttl = days and days * 86400 or tonumber(default_ttl_seconds)
+  for i = 1, 7 do
+    if i ~= 6 then
+      if ttl and ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) else redis.call('PERSIST', KEYS[i]) end
+    end
+  end
+end
+`;
+
+/** The chat's settings hash as a Lua table. */
+const readSettings = `
+local function read_settings()
+  local flat = redis.call('HGETALL', KEYS[5])
+  local settings = {}
+  for i = 1, #flat, 2 do settings[flat[i]] = flat[i + 1] end
+  return settings
+end
+`;
+
+export const scripts = {
+  /**
+   * ARGV token leaseMs userTokens defaults(JSON: model, reserve, maxContext?, contexts, fallback)
+   * -> {0, pttl} when another turn holds the chat; else takes the lease and returns
+   *    {1, generation, settings(JSON), budget, window messages, their pair costs newest first,
+   *     chat system prompt?}
+   * The window is the newest whole pairs whose tokens fit the budget: the context size (chat
+   * setting, deployment budget, or model context minus the reply reserve) less the new message
+   * and the chat's system prompt. It reads O(window) entries, however long the chat.
+   */
+  beginTurn: `${readSettings}
+local holder = redis.call('GET', KEYS[6])
+if holder and holder ~= ARGV[1] then return {0, redis.call('PTTL', KEYS[6])} end
+redis.call('SET', KEYS[6], ARGV[1], 'PX', ARGV[2])
+local defaults = cjson.decode(ARGV[4])
+local settings = read_settings()
+local model = settings.model or defaults.model
+local reserve = tonumber(settings.max_tokens) or defaults.reserve
+local context = tonumber(settings.max_context_tokens) or defaults.maxContext
+  or ((defaults.contexts[model] or defaults.fallback) - reserve)
+local meta = redis.call('HMGET', KEYS[1], 'gen', 'system_tokens')
+local budget = context - tonumber(ARGV[3]) - (tonumber(meta[2]) or 0)
+local costs = {}
+local used = 0
+local index = redis.call('LLEN', KEYS[3]) - 1
+local full = false
+while index >= 0 and not full do
+  local from = math.max(0, index - 63)
+  local chunk = redis.call('LRANGE', KEYS[3], from, index)
+  for j = #chunk, 1, -1 do
+    local cost = tonumber(chunk[j])
+    if used + cost > budget then full = true break end
+    used = used + cost
+    costs[#costs + 1] = cost
+  end
+  index = from - 1
+end
+local window = {}
+if #costs > 0 then window = redis.call('LRANGE', KEYS[2], -2 * #costs, -1) end
+return {1, meta[1] or '0', cjson.encode(settings), budget, window, costs, redis.call('GET', KEYS[4])}`,
+
+  /**
+   * ARGV token generation now user assistant pairTokens prompt completion total defaultTtl
+   * (user and assistant are JSON objects without an id; the script gives them the next two ids)
+   * -> {'lease_lost'} unless the lease is still ours; {'cleared'} if the chat was cleared since
+   *    the turn began; else appends the pair, adds the usage, releases the lease: {'stored', id}
+   */
+  commitTurn: `${touch}
+if redis.call('GET', KEYS[6]) ~= ARGV[1] then return {'lease_lost'} end
+redis.call('DEL', KEYS[6])
+if (redis.call('HGET', KEYS[1], 'gen') or '0') ~= ARGV[2] then return {'cleared'} end
+local next_id = redis.call('HINCRBY', KEYS[1], 'seq', 2) - 2
+if redis.call('LLEN', KEYS[2]) == 0 then redis.call('HSET', KEYS[1], 'base', next_id) end
+redis.call('RPUSH', KEYS[2], '{"id":' .. next_id .. ',' .. string.sub(ARGV[4], 2),
+  '{"id":' .. (next_id + 1) .. ',' .. string.sub(ARGV[5], 2))
+redis.call('RPUSH', KEYS[3], ARGV[6])
+redis.call('HINCRBY', KEYS[1], 'prompt_tokens', ARGV[7])
+redis.call('HINCRBY', KEYS[1], 'completion_tokens', ARGV[8])
+redis.call('HINCRBY', KEYS[1], 'total_tokens', ARGV[9])
+redis.call('HINCRBY', KEYS[1], 'turns', 1)
+touch(ARGV[3], ARGV[10])
+return {'stored', next_id}`,
+
+  /** ARGV token leaseMs -> 1 if the lease was still ours and is extended, else 0. */
+  renewLease: `
+if redis.call('GET', KEYS[6]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[6], ARGV[2])`,
+
+  /** ARGV token -> gives the lease back if it is still ours. */
+  releaseLease: `
+if redis.call('GET', KEYS[6]) == ARGV[1] then return redis.call('DEL', KEYS[6]) end
+return 0`,
+
+  /** ARGV content tokens now defaultTtl -> sets the chat's system prompt. */
+  setSystem: `${touch}
+redis.call('SET', KEYS[4], ARGV[1])
+redis.call('HSET', KEYS[1], 'system_tokens', ARGV[2])
+touch(ARGV[3], ARGV[4])
+return 1`,
+
+  /**
+   * ARGV changes(JSON: field -> value, or false to unset) now defaultTtl
+   * -> the chat's settings after the change, as JSON.
+   */
+  updateSettings: `${touch}${readSettings}
+for field, value in pairs(cjson.decode(ARGV[1])) do
+  if value == false then redis.call('HDEL', KEYS[5], field) else redis.call('HSET', KEYS[5], field, tostring(value)) end
+end
+touch(ARGV[2], ARGV[3])
+return cjson.encode(read_settings())`,
+
+  /**
+   * ARGV now -> deletes the messages (the system prompt and settings stay) and moves the
+   * generation on, so a turn in flight will not be stored.
+   */
+  clearMessages: `
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[1])
+return redis.call('HINCRBY', KEYS[1], 'gen', 1)`,
+
+  /** -> deletes every key of the chat, idempotency records included; 1 if it existed. */
+  deleteChat: `
+local existed = redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[4], KEYS[5])
+local records = redis.call('SMEMBERS', KEYS[7])
+for _, record in ipairs(records) do redis.call('DEL', record) end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
+return existed > 0 and 1 or 0`,
+
+  /**
+   * ARGV limit(or '') before(or '') after(or '') maxBytes maxCount
+   * -> {firstIndex, lastIndex, length, base, messages}: one page of the history, oldest first.
+   * With no limit the page holds as many messages as fit maxBytes (at least one).
+   */
+  readPage: `
+local length = redis.call('LLEN', KEYS[2])
+local base = tonumber(redis.call('HGET', KEYS[1], 'base') or '0')
+if length == 0 then return {0, -1, 0, base, {}} end
+local limit = tonumber(ARGV[1])
+local count = limit or tonumber(ARGV[5])
+local before, after = tonumber(ARGV[2]), tonumber(ARGV[3])
+local first, last, forward
+if after then
+  first = math.max(after - base + 1, 0)
+  last = math.min(first + count - 1, length - 1)
+  forward = true
+else
+  last = length - 1
+  if before then last = math.min(before - base - 1, length - 1) end
+  first = math.max(last - count + 1, 0)
+  forward = false
+end
+if first > last then return {first, last, length, base, {}} end
+local page = redis.call('LRANGE', KEYS[2], first, last)
+if not limit then
+  local budget = tonumber(ARGV[4])
+  local size, keep = 0, 0
+  local from, to, step = #page, 1, -1
+  if forward then from, to, step = 1, #page, 1 end
+  for i = from, to, step do
+    size = size + #page[i] + 1
+    if size > budget and keep > 0 then break end
+    keep = keep + 1
+  end
+  if keep < #page then
+    if forward then
+      page = {unpack(page, 1, keep)}
+      last = first + keep - 1
+    else
+      page = {unpack(page, #page - keep + 1, #page)}
+      first = last - keep + 1
+    end
+  end
+end
+return {first, last, length, base, page}`,
+
+  /** -> {created_at, updated_at, prompt, completion, total, turns, message count, settings JSON} or {} */
+  chatInfo: `${readSettings}
+local meta = redis.call('HMGET', KEYS[1], 'created_at', 'updated_at', 'prompt_tokens', 'completion_tokens',
+  'total_tokens', 'turns')
+if not meta[1] then return {} end
+return {meta[1], meta[2], meta[3] or '0', meta[4] or '0', meta[5] or '0', meta[6] or '0',
+  redis.call('LLEN', KEYS[2]), cjson.encode(read_settings())}`,
+
+  /**
+   * KEYS record set  ARGV fingerprint runningMs
+   * -> 'claimed' (and the record is running), or the existing record's JSON.
+   */
+  claimIdempotency: `
+local record = redis.call('GET', KEYS[1])
+if record then return record end
+redis.call('SET', KEYS[1], cjson.encode({state = 'running', fingerprint = ARGV[1]}), 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], KEYS[1])
+return 'claimed'`,
+
+  /** KEYS record  ARGV response(JSON) keepSeconds -> keeps the answer of a running record. */
+  completeIdempotency: `
+local record = redis.call('GET', KEYS[1])
+if not record then return 0 end
+local fingerprint = cjson.decode(record).fingerprint
+redis.call('SET', KEYS[1], cjson.encode({state = 'done', fingerprint = fingerprint, response = ARGV[1]}),
+  'EX', ARGV[2])
+return 1`,
+} as const;
+
+/** How many keys each script takes (the idempotency scripts work on a record, not a chat). */
+export const scriptKeyCounts: Readonly<Record<keyof typeof scripts, number>> = {
+  beginTurn: CHAT_KEY_COUNT,
+  commitTurn: CHAT_KEY_COUNT,
+  renewLease: CHAT_KEY_COUNT,
+  releaseLease: CHAT_KEY_COUNT,
+  setSystem: CHAT_KEY_COUNT,
+  updateSettings: CHAT_KEY_COUNT,
+  clearMessages: CHAT_KEY_COUNT,
+  deleteChat: CHAT_KEY_COUNT,
+  readPage: CHAT_KEY_COUNT,
+  chatInfo: CHAT_KEY_COUNT,
+  claimIdempotency: 2,
+  completeIdempotency: 1,
+};

@@ -1,0 +1,182 @@
+import { encodeChat } from 'gpt-tokenizer/encoding/o200k_base';
+import { Redis } from 'ioredis';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { apiEvent, uniqueId } from '../support/events';
+import { startFakeOpenAi } from '../support/fake-openai';
+import { loadHandler } from '../support/handlers';
+
+const BUDGET = 2000;
+const fake = await startFakeOpenAi();
+process.env.OPENAI_BASE_URL = fake.baseURL;
+process.env.MAX_CONTEXT_TOKENS = String(BUDGET);
+process.env.OPENAI_MODELS = 'gpt-4.1-mini,gpt-4o-mini';
+
+const { RedisChatRepository } = await import('../../functions/shared/chat-repository');
+const { messageTokens, REPLY_PRIMING_TOKENS } = await import('../../functions/shared/tokens');
+const postChat = await loadHandler('post-chat');
+const getChat = await loadHandler('get-chat');
+const redis = new Redis(process.env.REDIS_URL as string);
+
+afterAll(async () => {
+  redis.disconnect();
+  await fake.close();
+});
+
+beforeEach(() => fake.reset());
+
+/** Stores `pairs` turns through the repository itself, much faster than through the handler. */
+async function seed(tenant: string, chatId: string, pairs: number): Promise<void> {
+  const repository = new RedisChatRepository({ maxPageBytes: 1 << 20 }, (operation) => operation(redis));
+  const defaults = { model: 'gpt-4.1-mini', reserve: 0, maxContext: 10, contexts: {}, fallback: 10 };
+  for (let i = 0; i < pairs; i += 1) {
+    const begun = await repository.beginTurn({ tenant, chatId }, 10_000, 0, defaults);
+    if (!begun.acquired) throw new Error('seed: chat busy');
+    const user = { role: 'user', content: `question ${i}` } as const;
+    const assistant = { role: 'assistant', content: `answer ${i} ${'word '.repeat(i % 7)}` } as const;
+    await repository.commitTurn({ tenant, chatId }, begun.lease, {
+      user,
+      userTokens: messageTokens(user.content),
+      assistant,
+      assistantTokens: messageTokens(assistant.content),
+      usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 },
+    });
+  }
+}
+
+type Message = { id: number; role: string; content: string; created_at: string };
+const page = async (tenant: string, chatId: string, query: Record<string, string>) => {
+  const result = await getChat(
+    apiEvent({ resource: '/{chat_id}/chat', chatId, apiKeyId: tenant, queryStringParameters: query }),
+  );
+  return {
+    status: result.statusCode,
+    messages: JSON.parse(result.body) as Message[],
+    link: result.headers.Link,
+  };
+};
+const cursorOf = (link: string | undefined, rel: string): Record<string, string> | undefined => {
+  const match = link?.split(', ').find((part) => part.endsWith(`rel="${rel}"`));
+  const query = match && /^<\?([^>]*)>/.exec(match)?.[1];
+  return query === undefined ? undefined : Object.fromEntries(new URLSearchParams(query));
+};
+
+describe('a chat with 10,000 stored messages', () => {
+  const tenant = uniqueId('t');
+  const chatId = uniqueId('long');
+  const seeded = seed(tenant, chatId, 5000);
+
+  it('sends OpenAI only the newest whole pairs that fit the token budget', async () => {
+    await seeded;
+
+    const result = await postChat(
+      apiEvent({
+        method: 'POST',
+        resource: '/{chat_id}/chat',
+        chatId,
+        apiKeyId: tenant,
+        json: { content: 'and now?' },
+      }),
+    );
+
+    expect(result.statusCode).toBe(200);
+    const sent = fake.completions()[0]?.messages ?? [];
+    const history = sent.slice(0, -1);
+    expect(history.length % 2).toBe(0);
+    expect(history[0]?.role).toBe('user');
+    expect(String(history.at(-1)?.content)).toMatch(/^answer 4999 /);
+    const used =
+      sent.reduce((sum, message) => sum + messageTokens(String(message.content)), 0) + REPLY_PRIMING_TOKENS;
+    expect(used).toBeLessThanOrEqual(BUDGET);
+    const oldestSent = Number(/question (\d+)/.exec(String(history[0]?.content))?.[1]);
+    const nextOlderPair =
+      messageTokens(`question ${oldestSent - 1}`) +
+      messageTokens(`answer ${oldestSent - 1} ${'word '.repeat((oldestSent - 1) % 7)}`);
+    expect(used + nextOlderPair).toBeGreaterThan(BUDGET);
+  });
+
+  it('pages back through every message with limit=50, with no gap or repeat', async () => {
+    await seeded;
+    const seen: number[] = [];
+    let query: Record<string, string> | undefined = { limit: '50' };
+    let pages = 0;
+    while (query) {
+      const result = await page(tenant, chatId, query);
+      expect(result.status).toBe(200);
+      expect(result.messages.length).toBeLessThanOrEqual(50);
+      seen.unshift(...result.messages.map((message) => message.id));
+      query = cursorOf(result.link, 'next');
+      pages += 1;
+    }
+    expect(pages).toBe(201);
+    expect(seen).toEqual(Array.from({ length: 10_002 }, (_, i) => i));
+  });
+
+  it('pages forward from a cursor with after=, and links back with prev', async () => {
+    await seeded;
+
+    const result = await page(tenant, chatId, { after: '99', limit: '10' });
+
+    expect(result.messages.map((message) => message.id)).toEqual(
+      Array.from({ length: 10 }, (_, i) => 100 + i),
+    );
+    expect(cursorOf(result.link, 'next')).toEqual({ after: '109', limit: '10' });
+    expect(cursorOf(result.link, 'prev')).toEqual({ before: '100', limit: '10' });
+  });
+
+  it('answers the newest page that fits the size limit when no limit is given', async () => {
+    await seeded;
+
+    const result = await page(tenant, chatId, {});
+
+    expect(result.messages.length).toBe(1000);
+    expect(result.messages.at(-1)?.id).toBe(10_001);
+    expect(cursorOf(result.link, 'next')).toEqual({ before: String(result.messages[0]?.id) });
+  });
+
+  it.each([
+    [{ limit: '0' }],
+    [{ limit: '1001' }],
+    [{ limit: 'ten' }],
+    [{ before: '-1' }],
+    [{ before: '5', after: '1' }],
+  ])('returns 400 invalid_query for %j', async (query) => {
+    const result = await getChat(
+      apiEvent({ resource: '/{chat_id}/chat', chatId, apiKeyId: tenant, queryStringParameters: query }),
+    );
+    expect(result.statusCode).toBe(400);
+    expect(JSON.parse(result.body).error.code).toBe('invalid_query');
+  });
+});
+
+describe('token counting', () => {
+  it.each([
+    [[{ role: 'user', content: 'Hello there, how are you?' }]],
+    [
+      [
+        { role: 'system', content: 'You are a terse assistant. Answer in French.' },
+        { role: 'user', content: 'What is the capital of Australia? Explain briefly.' },
+        { role: 'assistant', content: 'Canberra — choisie comme compromis entre Sydney et Melbourne.' },
+        { role: 'user', content: '日本の首都はどこですか? 🙂' },
+      ],
+    ],
+  ])('matches the tokenizer on a fixed sample', (messages) => {
+    const ours =
+      messages.reduce((sum, message) => sum + messageTokens(message.content), 0) + REPLY_PRIMING_TOKENS;
+
+    expect(ours).toBe(encodeChat(messages as Parameters<typeof encodeChat>[0], 'gpt-4o').length);
+  });
+
+  it('refuses a message that cannot fit the budget even alone, before calling OpenAI', async () => {
+    const tenant = uniqueId('t');
+    const chatId = uniqueId('c');
+    const event = (content: string) =>
+      apiEvent({ method: 'POST', resource: '/{chat_id}/chat', chatId, apiKeyId: tenant, json: { content } });
+
+    const result = await postChat(event('lorem ipsum '.repeat(2000)));
+
+    expect(result.statusCode).toBe(400);
+    expect(JSON.parse(result.body).error.code).toBe('message_too_large');
+    expect(fake.requests).toEqual([]);
+    expect((await postChat(event('short'))).statusCode).toBe(200);
+  });
+});
