@@ -262,6 +262,10 @@ async function main(): Promise<void> {
   process.env.REDIS_URL = redis.url;
   // Locally no secret is read from Secrets Manager, so the SDK's Node.js version notice is noise.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  // The server prints a line per request; the functions' JSON logs and EMF metrics are for
+  // CloudWatch. POWERTOOLS_LOG_LEVEL=INFO shows the logs here too.
+  process.env.POWERTOOLS_LOG_LEVEL ??= 'WARN';
+  process.env.POWERTOOLS_METRICS_DISABLED ??= 'true';
   const openAi = await startOpenAi();
 
   // The handlers read the same settings when first imported; reading them now turns a bad value

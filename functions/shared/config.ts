@@ -217,3 +217,12 @@ export function loadChatConfig(env: Env = process.env): ChatConfig {
     maxPageBytes: integer(env, 'MAX_PAGE_BYTES', 1024 * 1024, 1024, 5 * 1024 * 1024),
   };
 }
+
+export interface ObservabilityConfig {
+  /** Log message contents too (debugging only): off by default, so no conversation reaches the logs. */
+  readonly logContent: boolean;
+}
+
+export function loadObservabilityConfig(env: Env = process.env): ObservabilityConfig {
+  return { logContent: optional(env, 'LOG_CONTENT') === 'true' };
+}

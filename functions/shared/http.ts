@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
-import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
+import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import { reservedChatIds } from '../routes';
 import type { ChatRef } from './chat-repository';
 import { isSamLocal, loadChatConfig, loadLimits } from './config';
 import { ChatProxyError, ForbiddenError, PayloadTooLargeError, ValidationError } from './errors';
+import { annotate, logger, observe } from './observability';
 import { requestSchemas } from './schemas';
 import { type Infer, type JsonSchema, validate } from './validation';
 
@@ -41,19 +42,15 @@ export function describeError(error: unknown): {
   body: ErrorBody;
 } {
   if (error instanceof ChatProxyError) {
+    annotate({ error_code: error.code });
     return {
       status: error.status,
       headers: { ...error.headers },
       body: { error: { code: error.code, message: error.message } },
     };
   }
-  console.error(
-    JSON.stringify({
-      level: 'ERROR',
-      message: 'Unhandled error',
-      error: String((error as Error)?.stack ?? error),
-    }),
-  );
+  annotate({ error_code: 'internal_error' });
+  logger.error('Unhandled error', error as Error);
   return { status: 500, headers: {}, body: { error: { code: 'internal_error', message: 'Internal error' } } };
 }
 
@@ -65,14 +62,20 @@ export function errorResponse(error: unknown): ApiResult {
 /** Wraps a route's logic so every thrown error becomes the right JSON response. */
 export function route(
   logic: (event: ApiEvent) => Promise<ApiResult>,
-): (event: ApiEvent) => Promise<ApiResult> {
-  return async (event) => {
-    try {
-      return await logic(event);
-    } catch (error) {
-      return errorResponse(error);
-    }
-  };
+): (event: ApiEvent, context?: Context) => Promise<ApiResult> {
+  return (event, context) =>
+    observe(
+      event,
+      context,
+      async () => {
+        try {
+          return await logic(event);
+        } catch (error) {
+          return errorResponse(error);
+        }
+      },
+      (result) => result.statusCode,
+    );
 }
 
 const ID = /^[A-Za-z0-9_-]+$/;
@@ -84,6 +87,7 @@ const ID = /^[A-Za-z0-9_-]+$/;
 export function tenantOf(event: ApiEvent): string {
   const tenant = samLocal ? samLocalTenant(event) : event.requestContext?.identity?.apiKeyId;
   if (typeof tenant !== 'string' || tenant.length > 128 || !ID.test(tenant)) throw new ForbiddenError();
+  annotate({ tenant });
   return tenant;
 }
 
@@ -112,6 +116,7 @@ export function chatIdOf(event: ApiEvent): string {
   if (reservedChatIds.has(chatId)) {
     throw new ValidationError('invalid_chat_id', `"${chatId}" is a reserved word and cannot be a chat id`);
   }
+  annotate({ chat_id: chatId });
   return chatId;
 }
 

@@ -3,6 +3,7 @@ import { chatRepository, type IdempotencyScope, type StoredResponse } from './ch
 import { loadTurnConfig } from './config';
 import { IdempotencyKeyReusedError, RequestInProgressError, ValidationError } from './errors';
 import type { ApiEvent, ApiResult } from './http';
+import { annotate } from './observability';
 
 const { leaseMs, idempotencyTtlSeconds } = loadTurnConfig();
 
@@ -52,7 +53,10 @@ export async function idempotently<T>(
   const claim = await chatRepository.claimIdempotency(scope, id, fingerprint, leaseMs);
   if (claim.state === 'mismatch') throw new IdempotencyKeyReusedError();
   if (claim.state === 'running') throw new RequestInProgressError();
-  if (claim.state === 'done') return { replay: claim.response };
+  if (claim.state === 'done') {
+    annotate({ replayed: true });
+    return { replay: claim.response };
+  }
 
   let result: T;
   try {

@@ -9,6 +9,7 @@ import {
   UpstreamRejectedError,
   UpstreamTimeoutError,
 } from './errors';
+import { annotate, timeUpstream } from './observability';
 import { getSecretString } from './secrets';
 
 export const openAiConfig = loadOpenAiConfig();
@@ -129,8 +130,10 @@ export async function complete(
   messages: ChatCompletionMessageParam[],
   model: ModelOptions = {},
 ): Promise<Completion> {
-  const completion = await callWithDeadline((openai, signal) =>
-    openai.chat.completions.create({ ...completionParams(messages, model), stream: false }, { signal }),
+  const completion = await timeUpstream(() =>
+    callWithDeadline((openai, signal) =>
+      openai.chat.completions.create({ ...completionParams(messages, model), stream: false }, { signal }),
+    ),
   );
   const message = completion.choices?.[0]?.message;
   if (message === undefined) {
@@ -181,6 +184,7 @@ export async function streamCompletion(
   signal: AbortSignal,
   model: ModelOptions = {},
 ): Promise<AsyncGenerator<StreamEvent>> {
+  const started = performance.now();
   const idle = new AbortController();
   let timer = setTimeout(() => idle.abort(), openAiConfig.timeoutMs);
   const progressed = () => {
@@ -226,6 +230,7 @@ export async function streamCompletion(
       throw cutOff(error);
     } finally {
       clearTimeout(timer);
+      annotate({ upstream_latency_ms: Math.round(performance.now() - started) });
     }
     // The SDK ends the iteration quietly on an abort, and a cut connection can look like a short
     // stream: only a finish reason says the reply is complete.
@@ -239,8 +244,10 @@ export async function streamCompletion(
 
 /** OpenAI moderation of one text, answered as OpenAI gives it. */
 export async function moderate(input: string): Promise<ModerationResult> {
-  const { id, model, results } = await callWithDeadline((openai, signal) =>
-    openai.moderations.create({ model: openAiConfig.moderationModel, input }, { signal }),
+  const { id, model, results } = await timeUpstream(() =>
+    callWithDeadline((openai, signal) =>
+      openai.moderations.create({ model: openAiConfig.moderationModel, input }, { signal }),
+    ),
   );
   return { id, model, results };
 }

@@ -1,6 +1,7 @@
 import { type ApiEvent, type ApiResult, describeError, errorResponse } from './http';
 import type { AwsLambdaGlobal, ResponseStream, StreamingHandler } from './lambda-stream';
 import { awsLambda } from './lambda-stream';
+import { annotate, observe } from './observability';
 import { SSE_HEADERS, sseComment, sseEvent } from './sse';
 
 /** An open Server-Sent Events response. */
@@ -15,6 +16,8 @@ export interface EventSink {
  */
 export class Reply {
   readonly signal: AbortSignal;
+  /** The status sent, once the response has started. */
+  statusCode = 0;
   private body: ResponseStream | undefined;
   private ended = false;
 
@@ -45,6 +48,7 @@ export class Reply {
 
   /** Starts a `200 text/event-stream` answer. */
   events(headers: Record<string, string> = {}): EventSink {
+    annotate({ streamed: true });
     const body = this.open(200, { ...SSE_HEADERS, ...headers });
     const write = (text: string) => {
       if (!body.destroyed && !this.ended) body.write(text);
@@ -75,6 +79,7 @@ export class Reply {
 
   private open(statusCode: number, headers: Record<string, string>): ResponseStream {
     if (this.body) throw new Error('The response has already started');
+    this.statusCode = statusCode;
     this.body = this.runtime.HttpResponseStream.from(this.raw, { statusCode, headers });
     return this.body;
   }
@@ -86,14 +91,21 @@ export class Reply {
  */
 export function streamingRoute(logic: (event: ApiEvent, reply: Reply) => Promise<void>): StreamingHandler {
   const runtime = awsLambda();
-  return runtime.streamifyResponse(async (event, responseStream) => {
+  return runtime.streamifyResponse(async (event, responseStream, context) => {
     const reply = new Reply(responseStream, runtime);
-    try {
-      await logic(event, reply);
-    } catch (error) {
-      reply.fail(error);
-    } finally {
-      reply.end();
-    }
+    await observe(
+      event,
+      context,
+      async () => {
+        try {
+          await logic(event, reply);
+        } catch (error) {
+          reply.fail(error);
+        } finally {
+          reply.end();
+        }
+      },
+      () => reply.statusCode,
+    );
   });
 }

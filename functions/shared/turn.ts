@@ -16,6 +16,7 @@ import {
   MODEL_CONTEXT_TOKENS,
 } from './config';
 import { ChatBusyError, TurnNotStoredError, ValidationError } from './errors';
+import { annotate, annotateContent } from './observability';
 import { complete, type ModelOptions, streamCompletion, type TokenUsage } from './openai';
 import type { EventSink } from './streaming-route';
 import { messageTokens, REPLY_PRIMING_TOKENS, systemPromptTokens } from './tokens';
@@ -120,6 +121,10 @@ async function commit(
     assistantTokens: messageTokens(content),
     usage,
   });
+  if (result === 'stored') {
+    annotate({ turn: true, prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens });
+    annotateContent({ user: user.content, assistant: content });
+  }
   if (result === 'lease_lost') {
     throw new TurnNotStoredError(
       'turn_expired',

@@ -1,0 +1,151 @@
+import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { apiEvent, uniqueId } from '../support/events';
+import { startFakeOpenAi } from '../support/fake-openai';
+import { type Invoke, loadHandler } from '../support/handlers';
+
+const fake = await startFakeOpenAi();
+process.env.OPENAI_BASE_URL = fake.baseURL;
+process.env.POWERTOOLS_LOG_LEVEL = 'INFO';
+process.env.POWERTOOLS_METRICS_DISABLED = 'false';
+
+const postChat = await loadHandler('post-chat');
+afterAll(() => fake.close());
+
+/** Every JSON line the functions write to stdout while `run` runs. */
+async function captured(run: () => Promise<unknown>): Promise<Record<string, unknown>[]> {
+  const lines: string[] = [];
+  const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+    lines.push(
+      ...String(chunk)
+        .split('\n')
+        .filter((line) => line.trim() !== ''),
+    );
+    return true;
+  });
+  try {
+    await run();
+  } finally {
+    spy.mockRestore();
+  }
+  return lines.flatMap((line) => {
+    try {
+      return [JSON.parse(line) as Record<string, unknown>];
+    } catch {
+      return [];
+    }
+  });
+}
+
+type Emf = {
+  _aws: { CloudWatchMetrics: { Namespace: string; Dimensions: string[][]; Metrics: { Name: string }[] }[] };
+};
+const metricNames = (lines: Record<string, unknown>[]) =>
+  lines
+    .filter((line) => '_aws' in line)
+    .flatMap((line) => (line as Emf)._aws.CloudWatchMetrics[0]?.Metrics.map((m) => m.Name) ?? []);
+
+let tenant: string;
+let chatId: string;
+beforeEach(() => {
+  fake.reset();
+  tenant = uniqueId('t');
+  chatId = uniqueId('c');
+});
+afterEach(() => vi.restoreAllMocks());
+
+const turn = (invoke: Invoke, json: Record<string, unknown>, headers: Record<string, string> = {}) =>
+  invoke(apiEvent({ method: 'POST', resource: '/{chat_id}/chat', chatId, apiKeyId: tenant, json, headers }));
+
+describe('request logs', () => {
+  it('log one JSON line per request with route, tenant, chat, status, latencies and tokens', async () => {
+    const lines = await captured(() => turn(postChat, { content: 'a very private question' }));
+
+    const request = lines.find((line) => line.message === 'request');
+    expect(request).toMatchObject({
+      level: 'INFO',
+      service: 'chat-proxy',
+      route: 'POST /{chat_id}/chat',
+      tenant,
+      chat_id: chatId,
+      status: 200,
+      turn: true,
+      request_id: expect.any(String),
+      latency_ms: expect.any(Number),
+      upstream_latency_ms: expect.any(Number),
+      prompt_tokens: expect.any(Number),
+      completion_tokens: expect.any(Number),
+    });
+  });
+
+  it('never carry message content or the API key by default', async () => {
+    const lines = await captured(() =>
+      turn(postChat, { content: 'a very private question' }, { 'x-api-key': 'cp_secret_key_value' }),
+    );
+
+    const text = JSON.stringify(lines);
+    expect(text).not.toContain('very private');
+    expect(text).not.toContain('cp_secret_key_value');
+  });
+
+  it('carry the error code of a failed request', async () => {
+    fake.enqueue({ status: 500, body: { error: { message: 'boom' } } });
+
+    const lines = await captured(() => turn(postChat, { content: 'hi' }));
+
+    expect(lines.find((line) => line.message === 'request')).toMatchObject({
+      status: 502,
+      error_code: 'upstream_error',
+    });
+  });
+
+  it('carry message content when LOG_CONTENT=true', async () => {
+    vi.resetModules();
+    process.env.LOG_CONTENT = 'true';
+    const verbose = await loadHandler('post-chat');
+    delete process.env.LOG_CONTENT;
+
+    const lines = await captured(() => turn(verbose, { content: 'debug me' }));
+
+    expect(lines.find((line) => line.message === 'request')?.content).toMatchObject({ user: 'debug me' });
+  });
+});
+
+describe('EMF metrics', () => {
+  it('count turns, upstream latency and tokens per tenant in the ChatProxy namespace', async () => {
+    const lines = await captured(() => turn(postChat, { content: 'hi' }));
+
+    const emf = lines.filter((line) => '_aws' in line) as Emf[];
+    expect(emf.every((line) => line._aws.CloudWatchMetrics[0]?.Namespace === 'ChatProxy')).toBe(true);
+    expect(metricNames(lines)).toEqual(
+      expect.arrayContaining(['Requests', 'Turns', 'UpstreamLatency', 'PromptTokens', 'CompletionTokens']),
+    );
+    const perTenant = lines.find((line) => 'PromptTokens' in line);
+    expect(perTenant).toMatchObject({ tenant, service: 'chat-proxy' });
+  });
+
+  it('count errors by code, busy chats and upstream errors', async () => {
+    fake.enqueue({ status: 503, body: { error: { message: 'down' } } });
+    const upstream = await captured(() => turn(postChat, { content: 'hi' }));
+    fake.respondWith(() => ({ delayMs: 100 }));
+    const [busy] = await Promise.all([
+      (async () => {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        return captured(() => turn(postChat, { content: 'second' }));
+      })(),
+      turn(postChat, { content: 'first' }),
+    ]);
+
+    expect(metricNames(upstream)).toEqual(expect.arrayContaining(['UpstreamErrors', 'Errors']));
+    expect(upstream.find((line) => 'Errors' in line)).toMatchObject({ code: 'upstream_error' });
+    expect(metricNames(busy)).toEqual(expect.arrayContaining(['ChatBusy', 'Errors']));
+  });
+
+  it('count idempotent replays', async () => {
+    const key = { 'Idempotency-Key': uniqueId('k') };
+    await turn(postChat, { content: 'once' }, key);
+
+    const lines = await captured(() => turn(postChat, { content: 'once' }, key));
+
+    expect(metricNames(lines)).toContain('IdempotentReplays');
+  });
+});
