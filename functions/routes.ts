@@ -14,6 +14,24 @@ export type HttpMethod = 'GET' | 'POST' | 'DELETE';
 /** The request body schemas of `shared/schemas.ts`, by name. */
 export type BodySchemaName = 'content' | 'chat' | 'image' | 'settings';
 
+/** The answer schemas of `shared/openapi.ts`, by name. */
+export type ResponseSchemaName =
+  | 'html'
+  | 'empty'
+  | 'systemPrompt'
+  | 'moderation'
+  | 'turn'
+  | 'messages'
+  | 'chatInfo'
+  | 'settings'
+  | 'chatList'
+  | 'deleted'
+  | 'usage'
+  | 'openapi';
+
+/** Query parameters a route reads, defined in `shared/openapi.ts`. */
+export type QueryParameterName = 'limit' | 'before' | 'after' | 'cursor';
+
 export interface RouteDefinition {
   /** Stable identifier, used for construct ids and logical ids (PascalCase). */
   readonly id: string;
@@ -27,6 +45,9 @@ export interface RouteDefinition {
   readonly needs: readonly Need[];
   /** The JSON body the route takes (a schema of `shared/schemas.ts`); none when absent. */
   readonly body?: BodySchemaName;
+  /** What a successful call answers. */
+  readonly response: ResponseSchemaName;
+  readonly query?: readonly QueryParameterName[];
   /**
    * The handler is wrapped in `awslambda.streamifyResponse` and can stream its answer (Server-Sent
    * Events); API Gateway must then use a streaming integration.
@@ -42,15 +63,27 @@ export const routes: readonly RouteDefinition[] = [
     method: 'GET',
     path: '/',
     entry: 'health',
+    response: 'html',
     apiKeyRequired: false,
     needs: [],
     summary: 'Health check: 200 text/html "Hello, World!"',
+  },
+  {
+    id: 'GetOpenApi',
+    method: 'GET',
+    path: '/openapi.json',
+    entry: 'get-openapi',
+    response: 'openapi',
+    apiKeyRequired: false,
+    needs: [],
+    summary: 'This API as an OpenAPI 3.1 document',
   },
   {
     id: 'GetSystem',
     method: 'GET',
     path: '/system',
     entry: 'get-system',
+    response: 'systemPrompt',
     apiKeyRequired: true,
     needs: ['redis'],
     summary: "Get the tenant's global system prompt",
@@ -60,6 +93,7 @@ export const routes: readonly RouteDefinition[] = [
     method: 'POST',
     path: '/system',
     entry: 'post-system',
+    response: 'empty',
     body: 'content',
     apiKeyRequired: true,
     needs: ['redis'],
@@ -70,6 +104,7 @@ export const routes: readonly RouteDefinition[] = [
     method: 'POST',
     path: '/mod',
     entry: 'post-mod',
+    response: 'moderation',
     body: 'content',
     apiKeyRequired: true,
     // Redis only keeps Idempotency-Key answers, so a retried moderation is not paid twice.
@@ -81,6 +116,7 @@ export const routes: readonly RouteDefinition[] = [
     method: 'GET',
     path: '/{chat_id}/system',
     entry: 'get-chat-system',
+    response: 'systemPrompt',
     apiKeyRequired: true,
     needs: ['redis'],
     summary: "Get a chat's system prompt",
@@ -90,6 +126,7 @@ export const routes: readonly RouteDefinition[] = [
     method: 'POST',
     path: '/{chat_id}/system',
     entry: 'post-chat-system',
+    response: 'empty',
     body: 'content',
     apiKeyRequired: true,
     needs: ['redis'],
@@ -100,6 +137,7 @@ export const routes: readonly RouteDefinition[] = [
     method: 'POST',
     path: '/{chat_id}/chat',
     entry: 'post-chat',
+    response: 'turn',
     body: 'chat',
     apiKeyRequired: true,
     needs: ['redis', 'openai'],
@@ -111,6 +149,8 @@ export const routes: readonly RouteDefinition[] = [
     method: 'GET',
     path: '/{chat_id}/chat',
     entry: 'get-chat',
+    response: 'messages',
+    query: ['limit', 'before', 'after'],
     apiKeyRequired: true,
     needs: ['redis'],
     summary: "List a chat's messages, oldest first",
@@ -120,6 +160,7 @@ export const routes: readonly RouteDefinition[] = [
     method: 'POST',
     path: '/{chat_id}/img',
     entry: 'post-img',
+    response: 'turn',
     body: 'image',
     apiKeyRequired: true,
     needs: ['redis', 'openai'],
@@ -131,6 +172,7 @@ export const routes: readonly RouteDefinition[] = [
     method: 'POST',
     path: '/{chat_id}/clear',
     entry: 'post-clear',
+    response: 'empty',
     apiKeyRequired: true,
     needs: ['redis'],
     summary: "Delete a chat's messages (its system prompt stays)",
@@ -140,6 +182,7 @@ export const routes: readonly RouteDefinition[] = [
     method: 'GET',
     path: '/{chat_id}',
     entry: 'get-chat-info',
+    response: 'chatInfo',
     apiKeyRequired: true,
     needs: ['redis'],
     summary: "A chat's dates, message count, token usage and settings",
@@ -149,6 +192,7 @@ export const routes: readonly RouteDefinition[] = [
     method: 'DELETE',
     path: '/{chat_id}',
     entry: 'delete-chat',
+    response: 'empty',
     apiKeyRequired: true,
     needs: ['redis'],
     summary: 'Delete a chat with everything in it',
@@ -158,6 +202,7 @@ export const routes: readonly RouteDefinition[] = [
     method: 'GET',
     path: '/{chat_id}/settings',
     entry: 'get-settings',
+    response: 'settings',
     apiKeyRequired: true,
     needs: ['redis'],
     summary: "Get a chat's settings",
@@ -167,6 +212,7 @@ export const routes: readonly RouteDefinition[] = [
     method: 'POST',
     path: '/{chat_id}/settings',
     entry: 'post-settings',
+    response: 'settings',
     body: 'settings',
     apiKeyRequired: true,
     needs: ['redis'],
@@ -177,6 +223,8 @@ export const routes: readonly RouteDefinition[] = [
     method: 'GET',
     path: '/chats',
     entry: 'list-chats',
+    response: 'chatList',
+    query: ['limit', 'cursor'],
     apiKeyRequired: true,
     needs: ['redis'],
     summary: "List the tenant's chats, most recently updated first",
@@ -186,6 +234,7 @@ export const routes: readonly RouteDefinition[] = [
     method: 'DELETE',
     path: '/chats',
     entry: 'delete-chats',
+    response: 'deleted',
     apiKeyRequired: true,
     needs: ['redis'],
     summary: "Delete all of the tenant's chats (erasure)",
@@ -195,6 +244,7 @@ export const routes: readonly RouteDefinition[] = [
     method: 'GET',
     path: '/usage',
     entry: 'get-usage',
+    response: 'usage',
     apiKeyRequired: true,
     needs: ['redis'],
     summary: "The tenant's token usage totals",
