@@ -11,6 +11,7 @@ const route: RouteDefinition = {
   method: 'POST',
   path: '/{chat_id}/chat',
   entry: 'post-chat',
+  response: 'turn',
   apiKeyRequired: true,
   needs: [],
   summary: 'A streamed chat turn',

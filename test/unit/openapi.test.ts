@@ -11,7 +11,7 @@ const document = defaultOpenApiDocument() as Document;
 
 describe('the OpenAPI document', () => {
   it('is a valid OpenAPI 3.1 document', async () => {
-    const result = await new Validator().validate(document as unknown as object);
+    const result = await new Validator().validate(document as unknown as Record<string, unknown>);
 
     expect(result.errors ?? []).toEqual([]);
     expect(result.valid).toBe(true);
