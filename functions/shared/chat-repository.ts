@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import { loadChatConfig } from './config';
-import { redisConfig, withRedis } from './redis';
+import { type RedisClient, redisConfig, scanAll, withRedis } from './redis';
 import { CHAT_KEY_COUNT, scriptKeyCounts, scripts } from './redis-scripts';
 
 /** A message as OpenAI's chat API takes it; image turns carry content parts. */
@@ -279,12 +278,12 @@ function idempotencyKeys(scope: IdempotencyScope, id: string): { record: string;
 }
 
 type ScriptName = keyof typeof scripts;
-type Scripted = Redis & { [name in ScriptName]: (...args: (string | number)[]) => Promise<unknown> };
+type Scripted = RedisClient & { [name in ScriptName]: (...args: (string | number)[]) => Promise<unknown> };
 
-const prepared = new WeakSet<Redis>();
+const prepared = new WeakSet<RedisClient>();
 
 /** Registers the scripts on a connection once; ioredis then calls them by SHA (EVALSHA). */
-function scripted(redis: Redis): Scripted {
+function scripted(redis: RedisClient): Scripted {
   if (!prepared.has(redis)) {
     for (const [name, lua] of Object.entries(scripts)) {
       redis.defineCommand(name, { numberOfKeys: scriptKeyCounts[name as ScriptName], lua });
@@ -345,7 +344,7 @@ function decodeCursor(cursor: string | undefined): IndexEntry | undefined {
  * already shown.
  */
 async function indexAfter(
-  redis: Redis,
+  redis: RedisClient,
   index: string,
   position: IndexEntry | undefined,
   count: number,
@@ -380,7 +379,7 @@ export class RedisChatRepository implements ChatRepository {
 
   constructor(
     private readonly options: RepositoryOptions,
-    private readonly run: <T>(operation: (redis: Redis) => Promise<T>) => Promise<T> = withRedis,
+    private readonly run: <T>(operation: (redis: RedisClient) => Promise<T>) => Promise<T> = withRedis,
   ) {
     this.defaultTtlSeconds = Math.ceil((options.ttlDays ?? 0) * 86_400);
   }
@@ -621,17 +620,11 @@ export class RedisChatRepository implements ChatRepository {
         for (const id of ids) deleted.add(id);
       }
       // Sweep what the index missed (a write racing the erasure, an index entry lost).
-      let cursor = '0';
-      do {
-        const [next, found] = await redis.scan(cursor, 'MATCH', tenantKeys.chatPattern, 'COUNT', 1000);
-        cursor = next;
-        if (found.length > 0) {
-          await Promise.all(found.map((key) => redis.del(key)));
-          // The hash tag is {c:<tenant>:<chat>}; tenant ids hold no ':'.
-          for (const key of found)
-            deleted.add(key.slice(key.indexOf('{') + 3 + tenant.length + 1, key.indexOf('}')));
-        }
-      } while (cursor !== '0');
+      const leftovers = await scanAll(redis, tenantKeys.chatPattern);
+      await Promise.all(leftovers.map((key) => redis.del(key)));
+      // The hash tag is {c:<tenant>:<chat>}; tenant ids hold no ':'.
+      for (const key of leftovers)
+        deleted.add(key.slice(key.indexOf('{') + 3 + tenant.length + 1, key.indexOf('}')));
       return deleted.size;
     });
   }
@@ -683,7 +676,7 @@ export class RedisChatRepository implements ChatRepository {
   }
 
   /** Refreshes the chat's entry in its tenant's index (another slot, so not part of the chat's scripts). */
-  private index(redis: Redis, chat: ChatRef, now: number): Promise<unknown> {
+  private index(redis: RedisClient, chat: ChatRef, now: number): Promise<unknown> {
     return redis.zadd(keys.tenant(chat.tenant).chats, String(now), chat.chatId);
   }
 }

@@ -72,6 +72,8 @@ export interface RedisConfig {
   readonly keyPrefix: string;
   readonly connectTimeoutMs: number;
   readonly commandTimeoutMs: number;
+  /** Talk to a Redis Cluster (MemoryDB, ElastiCache cluster mode) instead of a single node. */
+  readonly cluster: boolean;
 }
 
 export function loadRedisConfig(env: Env = process.env): RedisConfig {
@@ -84,6 +86,7 @@ export function loadRedisConfig(env: Env = process.env): RedisConfig {
     keyPrefix,
     connectTimeoutMs: integer(env, 'REDIS_CONNECT_TIMEOUT_MS', 900, 50, 30_000),
     commandTimeoutMs: integer(env, 'REDIS_COMMAND_TIMEOUT_MS', 1500, 50, 30_000),
+    cluster: optional(env, 'REDIS_CLUSTER') === 'true',
   };
 }
 

@@ -1,17 +1,20 @@
-import { Redis, ReplyError } from 'ioredis';
+import { Cluster, Redis, type RedisOptions, ReplyError } from 'ioredis';
 import { loadRedisConfig } from './config';
 import { ChatProxyError, StorageUnavailableError } from './errors';
 import { getSecretString } from './secrets';
 
 export const redisConfig = loadRedisConfig();
 
-let connecting: Promise<Redis> | undefined;
+/** A single node or a cluster: the repository works the same on both. */
+export type RedisClient = Redis | Cluster;
+
+let connecting: Promise<RedisClient> | undefined;
 
 /**
  * The container's one Redis connection, created on first use (the URL may have to be read from
  * Secrets Manager first) and reused by every later invocation. Never quit per invocation.
  */
-export function getRedis(): Promise<Redis> {
+export function getRedis(): Promise<RedisClient> {
   connecting ??= createClient().catch((error: unknown) => {
     connecting = undefined;
     throw error;
@@ -19,7 +22,7 @@ export function getRedis(): Promise<Redis> {
   return connecting;
 }
 
-async function createClient(): Promise<Redis> {
+async function createClient(): Promise<RedisClient> {
   const url =
     'value' in redisConfig.url ? redisConfig.url.value : await getSecretString(redisConfig.url.secretArn);
   if (!/^rediss?:\/\//.test(url)) {
@@ -27,14 +30,17 @@ async function createClient(): Promise<Redis> {
       'Chat storage is not configured: the Redis URL secret holds no redis:// URL',
     );
   }
-  const client = new Redis(url, {
+  const options = {
     connectTimeout: redisConfig.connectTimeoutMs,
     commandTimeout: redisConfig.commandTimeoutMs,
     // A command waits for at most one reconnect attempt, so an outage answers 503 in about
     // connectTimeout instead of queueing until the Lambda times out.
     maxRetriesPerRequest: 1,
-    retryStrategy: (attempt) => Math.min(attempt * 100, 1000),
-  });
+  };
+  const retry = (attempt: number) => Math.min(attempt * 100, 1000);
+  const client = redisConfig.cluster
+    ? clusterClient(url, options, retry)
+    : new Redis(url, { ...options, retryStrategy: retry });
   // Without a listener ioredis prints every reconnect failure as "Unhandled error event"; the
   // failing command already answers 503, so one structured line per outage is enough.
   let reported = false;
@@ -52,11 +58,31 @@ async function createClient(): Promise<Redis> {
 }
 
 /**
+ * A cluster client from the URL of any one node. Managed clusters (MemoryDB, ElastiCache) answer
+ * with node addresses whose TLS certificates name the hosts, so names are not resolved to IPs.
+ */
+function clusterClient(url: string, options: RedisOptions, retry: (attempt: number) => number): Cluster {
+  const parsed = new URL(url);
+  const tls = parsed.protocol === 'rediss:';
+  return new Cluster([{ host: parsed.hostname, port: Number(parsed.port || 6379) }], {
+    clusterRetryStrategy: retry,
+    dnsLookup: (address, callback) => callback(null, address),
+    slotsRefreshTimeout: redisConfig.connectTimeoutMs,
+    redisOptions: {
+      ...options,
+      ...(parsed.username ? { username: decodeURIComponent(parsed.username) } : {}),
+      ...(parsed.password ? { password: decodeURIComponent(parsed.password) } : {}),
+      ...(tls ? { tls: {} } : {}),
+    },
+  });
+}
+
+/**
  * Runs a Redis operation, turning connection failures and timeouts into a 503. Redis replying
  * with an error (a bug, not an outage) is left as it is.
  */
-export async function withRedis<T>(operation: (redis: Redis) => Promise<T>): Promise<T> {
-  let redis: Redis;
+export async function withRedis<T>(operation: (redis: RedisClient) => Promise<T>): Promise<T> {
+  let redis: RedisClient;
   try {
     redis = await getRedis();
   } catch (error) {
@@ -69,4 +95,19 @@ export async function withRedis<T>(operation: (redis: Redis) => Promise<T>): Pro
     if (error instanceof ReplyError) throw error;
     throw new StorageUnavailableError(undefined, { cause: error });
   }
+}
+
+/** Every key matching `pattern`, on every primary node of a cluster or on the one node. */
+export async function scanAll(redis: RedisClient, pattern: string): Promise<string[]> {
+  const nodes = redis instanceof Cluster ? redis.nodes('master') : [redis];
+  const found: string[] = [];
+  for (const node of nodes) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+      cursor = next;
+      found.push(...keys);
+    } while (cursor !== '0');
+  }
+  return found;
 }

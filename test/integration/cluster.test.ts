@@ -1,0 +1,87 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { apiEvent, uniqueId } from '../support/events';
+import { startFakeOpenAi } from '../support/fake-openai';
+import { loadHandler } from '../support/handlers';
+import { keysPerNode, spawnRedisCluster } from '../support/redis-cluster';
+
+// The same handlers against a real three-node Redis Cluster, as on MemoryDB in cluster mode.
+const cluster = await spawnRedisCluster();
+const fake = await startFakeOpenAi();
+process.env.REDIS_URL = cluster.url;
+process.env.REDIS_CLUSTER = 'true';
+process.env.OPENAI_BASE_URL = fake.baseURL;
+
+const postSystem = await loadHandler('post-system');
+const postChat = await loadHandler('post-chat');
+const getChat = await loadHandler('get-chat');
+const postClear = await loadHandler('post-clear');
+const listChats = await loadHandler('list-chats');
+const deleteChat = await loadHandler('delete-chat');
+const deleteChats = await loadHandler('delete-chats');
+const getUsage = await loadHandler('get-usage');
+
+afterAll(async () => {
+  await fake.close();
+  await cluster.dispose();
+});
+
+const tenant = uniqueId('t');
+const turn = (chatId: string, json: Record<string, unknown>, headers: Record<string, string> = {}) =>
+  postChat(
+    apiEvent({ method: 'POST', resource: '/{chat_id}/chat', chatId, apiKeyId: tenant, json, headers }),
+  );
+const history = async (chatId: string) =>
+  JSON.parse(
+    (await getChat(apiEvent({ resource: '/{chat_id}/chat', chatId, apiKeyId: tenant }))).body,
+  ) as unknown[];
+const tenantCall = (invoke: typeof getUsage, method: string, resource: string) =>
+  invoke(apiEvent({ method, resource, path: resource, apiKeyId: tenant }));
+
+describe('on a Redis Cluster', () => {
+  const chats = Array.from({ length: 12 }, (_, i) => `chat-${i}`);
+
+  it('runs turns, streamed and buffered, with the tenant prompt from another slot', async () => {
+    await postSystem(
+      apiEvent({
+        method: 'POST',
+        resource: '/system',
+        path: '/system',
+        apiKeyId: tenant,
+        json: { content: 'be brief' },
+      }),
+    );
+
+    for (const [i, chatId] of chats.entries()) {
+      expect((await turn(chatId, { content: `hello ${i}`, stream: i % 2 === 0 })).statusCode).toBe(200);
+    }
+
+    expect(fake.completions()[0]?.messages[0]).toEqual({ role: 'system', content: 'be brief' });
+    expect(await history('chat-3')).toHaveLength(2);
+    expect((await keysPerNode(cluster.ports)).filter((count) => count > 0).length).toBeGreaterThan(1);
+  });
+
+  it('keeps idempotency, clear, usage and the chat index right across slots', async () => {
+    const key = { 'Idempotency-Key': uniqueId('k') };
+    await turn('chat-0', { content: 'again' }, key);
+    const replay = await turn('chat-0', { content: 'again' }, key);
+    await postClear(
+      apiEvent({ method: 'POST', resource: '/{chat_id}/clear', chatId: 'chat-1', apiKeyId: tenant }),
+    );
+
+    expect(replay.headers['Idempotent-Replayed']).toBe('true');
+    expect(await history('chat-1')).toEqual([]);
+    expect(JSON.parse((await tenantCall(getUsage, 'GET', '/usage')).body).turns).toBe(13);
+    expect(JSON.parse((await tenantCall(listChats, 'GET', '/chats')).body).chats).toHaveLength(12);
+  });
+
+  it('deletes one chat, then erases the rest on every node', async () => {
+    await deleteChat(
+      apiEvent({ method: 'DELETE', resource: '/{chat_id}', chatId: 'chat-5', apiKeyId: tenant }),
+    );
+
+    const erased = JSON.parse((await tenantCall(deleteChats, 'DELETE', '/chats')).body);
+
+    expect(erased).toEqual({ deleted: 11 });
+    expect(JSON.parse((await tenantCall(listChats, 'GET', '/chats')).body).chats).toEqual([]);
+  });
+});

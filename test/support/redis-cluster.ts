@@ -1,0 +1,111 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Redis } from 'ioredis';
+import { freePort } from './redis-server';
+
+export interface RedisClusterProcess {
+  /** A URL of one node; the cluster client discovers the others. */
+  readonly url: string;
+  readonly ports: readonly number[];
+  dispose(): Promise<void>;
+}
+
+/**
+ * Spawns a three-node Redis Cluster (no replicas, no persistence) on free ports, so the code that
+ * runs on MemoryDB or ElastiCache in cluster mode is tested against a real cluster.
+ */
+export async function spawnRedisCluster(): Promise<RedisClusterProcess> {
+  const dir = mkdtempSync(join(tmpdir(), 'chat-proxy-cluster-'));
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const children: ChildProcess[] = ports.map((port) =>
+    spawn(
+      'redis-server',
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        `nodes-${port}.conf`,
+        '--dir',
+        dir,
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+      ],
+      { stdio: 'ignore' },
+    ),
+  );
+  const dispose = async () => {
+    await Promise.all(
+      children.map(
+        (child) =>
+          new Promise<void>((resolve) => {
+            if (child.exitCode !== null) return resolve();
+            child.once('exit', () => resolve());
+            child.kill('SIGTERM');
+          }),
+      ),
+    );
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    for (const port of ports) await waitFor(() => ping(port), 10_000);
+    await promisify(execFile)('redis-cli', [
+      '--cluster',
+      'create',
+      ...ports.map((port) => `127.0.0.1:${port}`),
+      '--cluster-replicas',
+      '0',
+      '--cluster-yes',
+    ]);
+    for (const port of ports) await waitFor(() => clusterOk(port), 20_000);
+  } catch (error) {
+    await dispose();
+    throw error;
+  }
+  return { url: `redis://127.0.0.1:${ports[0]}`, ports, dispose };
+}
+
+async function withNode<T>(port: number, use: (redis: Redis) => Promise<T>): Promise<T> {
+  const redis = new Redis(port, '127.0.0.1', {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  redis.on('error', () => {});
+  try {
+    await redis.connect();
+    return await use(redis);
+  } finally {
+    redis.disconnect();
+  }
+}
+
+const ping = (port: number) => withNode(port, async (redis) => (await redis.ping()) === 'PONG');
+const clusterOk = (port: number) =>
+  withNode(port, async (redis) => String(await redis.call('CLUSTER', 'INFO')).includes('cluster_state:ok'));
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > deadline) throw new Error('Redis Cluster did not come up');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Keys stored on each node, to check that chats really spread over the cluster. */
+export async function keysPerNode(ports: readonly number[]): Promise<number[]> {
+  return Promise.all(ports.map((port) => withNode(port, (redis) => redis.dbsize())));
+}
