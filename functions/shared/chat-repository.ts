@@ -68,7 +68,7 @@ export interface TurnContext {
   readonly history: ChatMessage[];
   /** Token cost of each pair of `history`, oldest first. */
   readonly pairTokens: number[];
-  /** Tokens left for history before `history` was chosen (the new message and chat prompt taken off). */
+  /** Tokens left for the system prompts and history once the new message is taken off. */
   readonly budget: number;
   readonly settings: ChatSettings;
 }
@@ -148,7 +148,7 @@ export interface ChatRepository {
   getGlobalSystemPrompt(tenant: string): Promise<string | null>;
   setGlobalSystemPrompt(tenant: string, content: string): Promise<void>;
   getChatSystemPrompt(chat: ChatRef): Promise<string | null>;
-  setChatSystemPrompt(chat: ChatRef, content: string, tokens: number): Promise<void>;
+  setChatSystemPrompt(chat: ChatRef, content: string): Promise<void>;
   getSettings(chat: ChatRef): Promise<ChatSettings>;
   updateSettings(chat: ChatRef, change: SettingsChange): Promise<ChatSettings>;
   /** The chat's dates, size, usage and settings; null if it does not exist. */
@@ -217,7 +217,7 @@ function safe(id: string): string {
  *   {prefix}:{t:<tenant>}:idem                 set     the tenant routes' idempotency records
  *   {prefix}:{t:<tenant>}:idem:<sha256>        string  one idempotency record
  *   {prefix}:{c:<tenant>:<chat>}:meta          hash    gen, seq, base, created_at, updated_at,
- *                                                      system_tokens, usage totals
+ *                                                      usage totals
  *   {prefix}:{c:<tenant>:<chat>}:messages      list    JSON messages, oldest first (id = base + index)
  *   {prefix}:{c:<tenant>:<chat>}:pairs         list    tokens of each user+reply pair
  *   {prefix}:{c:<tenant>:<chat>}:system        string  the chat's system prompt
@@ -396,11 +396,11 @@ export class RedisChatRepository implements ChatRepository {
     return this.run((redis) => redis.get(keys.chat(chat).system));
   }
 
-  async setChatSystemPrompt(chat: ChatRef, content: string, tokens: number): Promise<void> {
+  async setChatSystemPrompt(chat: ChatRef, content: string): Promise<void> {
     const now = Date.now();
     await this.run((redis) =>
       Promise.all([
-        scripted(redis).setSystem(...chatKeys(chat), content, tokens, now, this.defaultTtlSeconds),
+        scripted(redis).setSystem(...chatKeys(chat), content, now, this.defaultTtlSeconds),
         this.index(redis, chat, now),
       ]),
     );
@@ -511,38 +511,40 @@ export class RedisChatRepository implements ChatRepository {
   async commitTurn(chat: ChatRef, lease: TurnLease, turn: TurnRecord): Promise<CommitResult> {
     const now = Date.now();
     const { usage } = turn;
-    const [result] = (await this.run((redis) =>
-      scripted(redis).commitTurn(
-        ...chatKeys(chat),
-        lease.token,
-        lease.generation,
-        now,
-        encodeWithoutId(turn.user, now, turn.userTokens),
-        encodeWithoutId(turn.assistant, now, turn.assistantTokens),
-        turn.userTokens + turn.assistantTokens,
-        usage.prompt_tokens,
-        usage.completion_tokens,
-        usage.total_tokens,
-        this.defaultTtlSeconds,
-      ),
-    )) as [CommitResult];
-    if (result === 'stored') {
-      // The tenant's keys live in another slot: updated right after the turn, not atomically with it.
-      const tenant = keys.tenant(chat.tenant);
-      await this.run((redis) =>
-        Promise.all([
-          this.index(redis, chat, now),
-          redis
-            .multi()
-            .hincrby(tenant.usage, 'prompt_tokens', usage.prompt_tokens)
-            .hincrby(tenant.usage, 'completion_tokens', usage.completion_tokens)
-            .hincrby(tenant.usage, 'total_tokens', usage.total_tokens)
-            .hincrby(tenant.usage, 'turns', 1)
-            .exec(),
-        ]),
-      );
-    }
-    return result;
+    const tenantUsage = keys.tenant(chat.tenant).usage;
+    const addUsage = (redis: RedisClient, sign: 1 | -1) =>
+      redis
+        .multi()
+        .hincrby(tenantUsage, 'prompt_tokens', sign * usage.prompt_tokens)
+        .hincrby(tenantUsage, 'completion_tokens', sign * usage.completion_tokens)
+        .hincrby(tenantUsage, 'total_tokens', sign * usage.total_tokens)
+        .hincrby(tenantUsage, 'turns', sign)
+        .exec();
+    return this.run(async (redis) => {
+      // One round trip: the turn (with the chat's usage and the lease release, atomically), and
+      // beside it the tenant's totals and index, which live in another slot. In the rare case the
+      // turn is refused, the tenant's totals are taken back.
+      const [reply] = await Promise.all([
+        scripted(redis).commitTurn(
+          ...chatKeys(chat),
+          lease.token,
+          lease.generation,
+          now,
+          encodeWithoutId(turn.user, now, turn.userTokens),
+          encodeWithoutId(turn.assistant, now, turn.assistantTokens),
+          turn.userTokens + turn.assistantTokens,
+          usage.prompt_tokens,
+          usage.completion_tokens,
+          usage.total_tokens,
+          this.defaultTtlSeconds,
+        ),
+        addUsage(redis, 1),
+        this.index(redis, chat, now),
+      ]);
+      const [result] = reply as [CommitResult];
+      if (result !== 'stored') await addUsage(redis, -1);
+      return result;
+    });
   }
 
   async renewLease(chat: ChatRef, lease: TurnLease, leaseMs: number): Promise<boolean> {

@@ -45,8 +45,9 @@ export const scripts = {
    *    {1, generation, settings(JSON), budget, window messages, their pair costs newest first,
    *     chat system prompt?}
    * The window is the newest whole pairs whose tokens fit the budget: the context size (chat
-   * setting, deployment budget, or model context minus the reply reserve) less the new message
-   * and the chat's system prompt. It reads O(window) entries, however long the chat.
+   * setting, deployment budget, or model context minus the reply reserve) less the new message.
+   * The caller takes the system prompts off and trims. It reads O(window) entries, however long
+   * the chat.
    */
   beginTurn: `${readSettings}
 local holder = redis.call('GET', KEYS[6])
@@ -58,8 +59,7 @@ local model = settings.model or defaults.model
 local reserve = tonumber(settings.max_tokens) or defaults.reserve
 local context = tonumber(settings.max_context_tokens) or defaults.maxContext
   or ((defaults.contexts[model] or defaults.fallback) - reserve)
-local meta = redis.call('HMGET', KEYS[1], 'gen', 'system_tokens')
-local budget = context - tonumber(ARGV[3]) - (tonumber(meta[2]) or 0)
+local budget = context - tonumber(ARGV[3])
 local costs = {}
 local used = 0
 local index = redis.call('LLEN', KEYS[3]) - 1
@@ -77,7 +77,8 @@ while index >= 0 and not full do
 end
 local window = {}
 if #costs > 0 then window = redis.call('LRANGE', KEYS[2], -2 * #costs, -1) end
-return {1, meta[1] or '0', cjson.encode(settings), budget, window, costs, redis.call('GET', KEYS[4])}`,
+return {1, redis.call('HGET', KEYS[1], 'gen') or '0', cjson.encode(settings), budget, window, costs,
+  redis.call('GET', KEYS[4])}`,
 
   /**
    * ARGV token generation now user assistant pairTokens prompt completion total defaultTtl
@@ -111,11 +112,10 @@ return redis.call('PEXPIRE', KEYS[6], ARGV[2])`,
 if redis.call('GET', KEYS[6]) == ARGV[1] then return redis.call('DEL', KEYS[6]) end
 return 0`,
 
-  /** ARGV content tokens now defaultTtl -> sets the chat's system prompt. */
+  /** ARGV content now defaultTtl -> sets the chat's system prompt. */
   setSystem: `${touch}
 redis.call('SET', KEYS[4], ARGV[1])
-redis.call('HSET', KEYS[1], 'system_tokens', ARGV[2])
-touch(ARGV[3], ARGV[4])
+touch(ARGV[2], ARGV[3])
 return 1`,
 
   /**

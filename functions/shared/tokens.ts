@@ -1,10 +1,18 @@
-import { countTokens as countTextTokens } from 'gpt-tokenizer/encoding/o200k_base';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { GptEncoding } from 'gpt-tokenizer/GptEncoding';
 import type { MessageContent } from './chat-repository';
 
 /**
  * Token counts with the real tokenizer of the models' encoding (o200k_base: GPT-4o, 4.1, 5), so
  * the context window is filled by what OpenAI will count, not by a character estimate. Each
  * message is counted once, when it is stored; choosing a window then only adds numbers.
+ *
+ * The encoding's 200k merge ranks are 2 MB and take ~100 ms to load, too much for a cold start:
+ * deployed functions ship them as a JSON file beside the bundle (written at bundling, see
+ * infra/constructs/route-function.ts) and load them in the background at start-up; locally they
+ * come from the gpt-tokenizer package.
  */
 
 /** Tokens the chat format adds around each message (start, role, separator, end). */
@@ -17,8 +25,44 @@ export const REPLY_PRIMING_TOKENS = 3;
  */
 export const IMAGE_TOKENS = 765;
 
+/** The file the bundling step writes beside a function's bundle. */
+export const RANKS_FILE = 'o200k_base.json';
+
+type Ranks = Parameters<typeof GptEncoding.getEncodingApi>[1] extends () => infer R ? R : never;
+
+async function loadRanks(): Promise<Ranks> {
+  const bundled = typeof __dirname === 'string' ? join(__dirname, RANKS_FILE) : undefined;
+  if (bundled !== undefined && existsSync(bundled))
+    return JSON.parse(await readFile(bundled, 'utf8')) as Ranks;
+  // Not bundled (the bundler leaves this module out): the package's own copy.
+  const module = await import('gpt-tokenizer/bpeRanks/o200k_base');
+  return module.default as Ranks;
+}
+
+let encoding: GptEncoding | undefined;
+let loading: Promise<GptEncoding> | undefined;
+
+/** Loads the tokenizer once; every count waits for this first. */
+export function tokenizerReady(): Promise<GptEncoding> {
+  loading ??= loadRanks()
+    .then((ranks) => {
+      encoding = GptEncoding.getEncodingApi('o200k_base', () => ranks);
+      return encoding;
+    })
+    .catch((error: unknown) => {
+      loading = undefined;
+      throw error;
+    });
+  return loading;
+}
+
+function loaded(): GptEncoding {
+  if (encoding === undefined) throw new Error('Count tokens only after tokenizerReady() has resolved');
+  return encoding;
+}
+
 export function countTokens(text: string): number {
-  return countTextTokens(text);
+  return loaded().countTokens(text);
 }
 
 /** A message's tokens as it is sent in a prompt. */

@@ -19,11 +19,13 @@ import { ChatBusyError, TurnNotStoredError, ValidationError } from './errors';
 import { annotate, annotateContent } from './observability';
 import { complete, type ModelOptions, streamCompletion, type TokenUsage } from './openai';
 import type { EventSink } from './streaming-route';
-import { messageTokens, REPLY_PRIMING_TOKENS, systemPromptTokens } from './tokens';
+import { messageTokens, REPLY_PRIMING_TOKENS, systemPromptTokens, tokenizerReady } from './tokens';
 
 const { keepAliveMs } = loadStreamingConfig();
 const { leaseMs } = loadTurnConfig();
 const chatConfig = loadChatConfig();
+// Started at cold start, so the first turn finds the tokenizer loaded or nearly so.
+tokenizerReady().catch(() => undefined);
 const defaults: TurnDefaults = {
   model: chatConfig.defaultModel,
   reserve: chatConfig.replyReserveTokens,
@@ -59,12 +61,16 @@ export function composePrompt(context: TurnContext, user: ChatMessage): ChatComp
 }
 
 /**
- * Fits the context to its budget: the window the repository chose left room for the new message
- * and the chat's prompt; the tenant's prompt and the reply priming come off here, dropping the
- * oldest whole pairs if they no longer fit. A message that cannot fit even alone is refused.
+ * Fits the context to its budget: the window the repository chose left room for the new message;
+ * the system prompts and the reply priming come off here, dropping the oldest whole pairs if they
+ * no longer fit. A message that cannot fit even alone is refused.
  */
 function fitWindow(context: TurnContext): TurnContext {
-  const budget = context.budget - systemPromptTokens(context.globalSystemPrompt) - REPLY_PRIMING_TOKENS;
+  const budget =
+    context.budget -
+    systemPromptTokens(context.globalSystemPrompt) -
+    systemPromptTokens(context.chatSystemPrompt) -
+    REPLY_PRIMING_TOKENS;
   if (budget < 0) {
     throw new ValidationError(
       'message_too_large',
@@ -89,6 +95,7 @@ function modelOptions(context: TurnContext): ModelOptions {
  */
 async function acquire(chat: ChatRef, user: ChatMessage, waitMs: number): Promise<TurnLease> {
   const deadline = Date.now() + waitMs;
+  await tokenizerReady();
   const userTokens = messageTokens(user.content);
   for (let attempt = 0; ; attempt += 1) {
     const result = await chatRepository.beginTurn(chat, leaseMs, userTokens, defaults);
