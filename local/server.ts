@@ -2,6 +2,14 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import { type RouteDefinition, routes } from '../functions/routes';
+import {
+  type ChatProxyError,
+  ForbiddenError,
+  InternalError,
+  MethodNotAllowedError,
+  NotFoundError,
+  PayloadTooLargeError,
+} from '../functions/shared/errors';
 import type { StreamingHandler } from '../functions/shared/lambda-stream';
 import { apiGatewayEvent } from './api-event';
 import { createResponseStream, installAwsLambda, isStreamingHandler } from './awslambda';
@@ -85,15 +93,10 @@ function findRoutes(path: string): Match[] {
   });
 }
 
-function sendError(
-  res: ServerResponse,
-  status: number,
-  code: string,
-  message: string,
-  headers: Record<string, string> = {},
-): void {
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', ...headers });
-  res.end(JSON.stringify({ error: { code, message } }));
+/** Answers one of the functions' own error classes, as API Gateway answers its errors before a function runs. */
+function sendError(res: ServerResponse, error: ChatProxyError): void {
+  res.writeHead(error.status, { 'content-type': 'application/json; charset=utf-8', ...error.headers });
+  res.end(JSON.stringify({ error: { code: error.code, message: error.message } }));
 }
 
 class BodyTooLargeError extends Error {}
@@ -231,7 +234,7 @@ export function createLocalServer(options: LocalServerOptions): Server {
     const url = new URL(req.url ?? '/', 'http://local');
     const matches = findRoutes(url.pathname);
     if (matches.length === 0) {
-      sendError(res, 404, 'not_found', `No route for ${url.pathname}`);
+      sendError(res, new NotFoundError(`No route for ${url.pathname}`));
       return;
     }
     // As in API Gateway, the most specific resource is chosen first, then its method: DELETE
@@ -239,10 +242,8 @@ export function createLocalServer(options: LocalServerOptions): Server {
     const resource = matches.filter((candidate) => candidate.route.path === matches[0]?.route.path);
     const match = resource.find((candidate) => candidate.route.method === method);
     if (match === undefined) {
-      const allow = [...new Set(resource.map((candidate) => candidate.route.method))].join(', ');
-      sendError(res, 405, 'method_not_allowed', `${method} is not allowed on ${url.pathname}`, {
-        allow,
-      });
+      const allow = [...new Set(resource.map((candidate) => candidate.route.method))];
+      sendError(res, new MethodNotAllowedError(`${method} is not allowed on ${url.pathname}`, allow));
       return;
     }
     const { route } = match;
@@ -250,7 +251,7 @@ export function createLocalServer(options: LocalServerOptions): Server {
     const apiKey = req.headers['x-api-key'];
     const apiKeyId = typeof apiKey === 'string' ? options.apiKeys.get(apiKey) : undefined;
     if (route.apiKeyRequired && apiKeyId === undefined) {
-      sendError(res, 403, 'forbidden', 'Forbidden: a valid x-api-key header is required');
+      sendError(res, new ForbiddenError());
       return;
     }
 
@@ -262,12 +263,7 @@ export function createLocalServer(options: LocalServerOptions): Server {
       // Answer at once, and let the rest of the body flow to nowhere: closing the connection
       // instead would make most clients fail with EPIPE before they read the 413.
       req.resume();
-      sendError(
-        res,
-        413,
-        'payload_too_large',
-        `Request body is larger than the limit of ${MAX_REQUEST_BYTES} bytes`,
-      );
+      sendError(res, new PayloadTooLargeError(MAX_REQUEST_BYTES));
       return;
     }
 
@@ -304,7 +300,7 @@ export function createLocalServer(options: LocalServerOptions): Server {
         res.destroy();
         return;
       }
-      sendError(res, 500, 'internal_error', 'Internal error');
+      sendError(res, new InternalError());
     });
   });
 }

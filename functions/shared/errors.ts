@@ -63,14 +63,6 @@ export class PayloadTooLargeError extends ChatProxyError {
   }
 }
 
-/** 415: a body that is declared as something other than JSON. */
-export class UnsupportedMediaTypeError extends ChatProxyError {
-  readonly status = 415;
-  constructor(contentType: string) {
-    super('unsupported_media_type', `Expected an application/json body, got "${contentType}"`);
-  }
-}
-
 /** 429: OpenAI rate-limited us; `Retry-After` is passed on when OpenAI gave one. */
 export class UpstreamRateLimitedError extends ChatProxyError {
   readonly status = 429;
@@ -163,5 +155,13 @@ export class ChatNotFoundError extends ChatProxyError {
   readonly status = 404;
   constructor() {
     super('chat_not_found', 'No chat with this id');
+  }
+}
+
+/** 500: a bug. The client sees no detail; the log has the error. */
+export class InternalError extends ChatProxyError {
+  readonly status = 500;
+  constructor() {
+    super('internal_error', 'Internal error');
   }
 }

@@ -3,7 +3,13 @@ import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-l
 import { reservedChatIds } from '../routes';
 import type { ChatRef } from './chat-repository';
 import { isSamLocal, loadChatConfig, loadLimits } from './config';
-import { ChatProxyError, ForbiddenError, PayloadTooLargeError, ValidationError } from './errors';
+import {
+  ChatProxyError,
+  ForbiddenError,
+  InternalError,
+  PayloadTooLargeError,
+  ValidationError,
+} from './errors';
 import { annotate, logger, observe } from './observability';
 import { requestSchemas } from './schemas';
 import { type Infer, type JsonSchema, validate } from './validation';
@@ -49,9 +55,8 @@ export function describeError(error: unknown): {
       body: { error: { code: error.code, message: error.message } },
     };
   }
-  annotate({ error_code: 'internal_error' });
   logger.error('Unhandled error', error as Error);
-  return { status: 500, headers: {}, body: { error: { code: 'internal_error', message: 'Internal error' } } };
+  return describeError(new InternalError());
 }
 
 export function errorResponse(error: unknown): ApiResult {
