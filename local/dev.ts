@@ -294,7 +294,7 @@ async function main(): Promise<void> {
       `chat-proxy local API listening on ${url}`,
       `  Redis:    ${redis.description}`,
       `  OpenAI:   ${openAi}, model ${model}`,
-      `  API key${keys.length > 1 ? 's' : ' '}: ${keys.join(', ')} (${origin})`,
+      `  API key${keys.length > 1 ? 's' : ''}: ${keys.join(', ')} (${origin})`,
       '',
       'Try it:',
       `  curl -X POST -H "Content-Type: application/json" -H "x-api-key: ${firstKey}" \\`,
