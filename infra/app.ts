@@ -1,4 +1,5 @@
-import { App } from 'aws-cdk-lib';
+import { App, Validations } from 'aws-cdk-lib';
+import { AwsSolutionsChecks } from 'cdk-nag';
 import { ChatProxyStack } from './chat-proxy-stack';
 
 const app = new App();
@@ -10,3 +11,5 @@ new ChatProxyStack(app, 'ChatProxy', {
     region: process.env.AWS_REGION ?? process.env.CDK_DEFAULT_REGION,
   },
 });
+// Every synth checks the AWS Solutions rules; an unacknowledged finding fails it.
+Validations.of(app).addPlugins(new AwsSolutionsChecks(app));

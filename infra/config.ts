@@ -55,6 +55,54 @@ export interface StackConfig {
    * @default Period.DAY
    */
   readonly quotaPeriod: Period;
+  /**
+   * Where chats are kept: `external` reads a Redis URL from a secret (Upstash, Redis Cloud, your own);
+   * `provisioned` creates a MemoryDB cluster in a new VPC and runs the Redis functions in it.
+   * @default 'external'
+   */
+  readonly storage: StorageMode;
+  /** The MemoryDB cluster of `storage: 'provisioned'`; ignored otherwise. */
+  readonly memoryDb: MemoryDbSettings;
+  /**
+   * NAT gateways of the VPC that `storage: 'provisioned'` creates: 2 keeps OpenAI reachable when an
+   * Availability Zone fails, 1 halves the NAT cost.
+   * @default 2
+   */
+  readonly natGateways: number;
+  /**
+   * Browser origins allowed to call the API (CORS); `['*']` allows any.
+   * @default - none: CORS stays off
+   */
+  readonly corsOrigins: readonly string[] | undefined;
+  /**
+   * Requests per 5 minutes from one IP address above which a WAF web ACL blocks it.
+   * @default - no web ACL
+   */
+  readonly wafRateLimit: number | undefined;
+  /**
+   * An e-mail address to subscribe to the alarms' SNS topic.
+   * @default - no topic: alarms only show in the console
+   */
+  readonly alarmEmail: string | undefined;
+}
+
+export type StorageMode = 'external' | 'provisioned';
+
+/** Size of the MemoryDB cluster, from the `memoryDb*` context keys. */
+export interface MemoryDbSettings {
+  /**
+   * @default 'db.t4g.small'
+   */
+  readonly nodeType: string;
+  /**
+   * @default 1
+   */
+  readonly shards: number;
+  /**
+   * Replicas per shard, each in another Availability Zone; 0 leaves no node to fail over to.
+   * @default 1
+   */
+  readonly replicasPerShard: number;
 }
 
 export class StackConfigError extends Error {
@@ -76,11 +124,21 @@ export function readStackConfig(node: Node): StackConfig {
   const apiKeys = listOf(raw('apiKeys'), 'apiKeys') ?? ['default'];
   validateApiKeyNames(apiKeys);
 
+  const storage = storageMode(raw('storage'), 'storage') ?? 'external';
+  const redisSecretArn = secretArn(raw('redisSecretArn'), 'redisSecretArn');
+  if (storage === 'provisioned' && redisSecretArn !== undefined) {
+    throw new StackConfigError(
+      'redisSecretArn',
+      'no value with storage "provisioned", whose Redis URL secret the stack creates',
+      redisSecretArn,
+    );
+  }
+
   return {
     openAiModel: modelName(raw('openAiModel'), 'openAiModel') ?? 'gpt-4.1-mini',
     openAiModerationModel: modelName(raw('openAiModerationModel'), 'openAiModerationModel'),
     openAiSecretArn: secretArn(raw('openAiSecretArn'), 'openAiSecretArn'),
-    redisSecretArn: secretArn(raw('redisSecretArn'), 'redisSecretArn'),
+    redisSecretArn,
     stageName: stageName(raw('stageName'), 'stageName') ?? 'prod',
     apiKeys,
     throttleRateLimit: numberIn(raw('throttleRateLimit'), 'throttleRateLimit', { min: 0.001 }) ?? 10,
@@ -88,6 +146,25 @@ export function readStackConfig(node: Node): StackConfig {
       numberIn(raw('throttleBurstLimit'), 'throttleBurstLimit', { min: 1, integer: true }) ?? 20,
     quotaLimit: numberIn(raw('quotaLimit'), 'quotaLimit', { min: 1, integer: true }) ?? 10_000,
     quotaPeriod: period(raw('quotaPeriod'), 'quotaPeriod') ?? Period.DAY,
+    storage,
+    memoryDb: {
+      nodeType: memoryDbNodeType(raw('memoryDbNodeType'), 'memoryDbNodeType') ?? 'db.t4g.small',
+      shards: numberIn(raw('memoryDbShards'), 'memoryDbShards', { min: 1, max: 500, integer: true }) ?? 1,
+      replicasPerShard:
+        numberIn(raw('memoryDbReplicasPerShard'), 'memoryDbReplicasPerShard', {
+          min: 0,
+          max: 5,
+          integer: true,
+        }) ?? 1,
+    },
+    natGateways: numberIn(raw('natGateways'), 'natGateways', { min: 1, max: 2, integer: true }) ?? 2,
+    corsOrigins: origins(raw('corsOrigins'), 'corsOrigins'),
+    wafRateLimit: numberIn(raw('wafRateLimit'), 'wafRateLimit', {
+      min: 10,
+      max: 2_000_000_000,
+      integer: true,
+    }),
+    alarmEmail: email(raw('alarmEmail'), 'alarmEmail'),
   };
 }
 
@@ -175,7 +252,7 @@ function validateApiKeyNames(names: readonly string[]): void {
 function numberIn(
   value: unknown,
   key: string,
-  { min, integer = false }: { min: number; integer?: boolean },
+  { min, max = Number.MAX_SAFE_INTEGER, integer = false }: { min: number; max?: number; integer?: boolean },
 ): number | undefined {
   if (value === undefined || value === null) return undefined;
   const parsed = typeof value === 'string' ? Number(value.trim()) : value;
@@ -183,11 +260,61 @@ function numberIn(
     typeof parsed !== 'number' ||
     !Number.isFinite(parsed) ||
     parsed < min ||
+    parsed > max ||
     (integer && !Number.isInteger(parsed))
   ) {
-    throw new StackConfigError(key, `${integer ? 'an integer' : 'a number'} of at least ${min}`, value);
+    const range = max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`;
+    throw new StackConfigError(key, `${integer ? 'an integer' : 'a number'} ${range}`, value);
   }
   return parsed;
+}
+
+function storageMode(value: unknown, key: string): StorageMode | undefined {
+  if (value === undefined || value === null) return undefined;
+  const parsed = typeof value === 'string' ? value.trim().toLowerCase() : value;
+  if (parsed !== 'external' && parsed !== 'provisioned') {
+    throw new StackConfigError(key, 'one of "external", "provisioned"', value);
+  }
+  return parsed;
+}
+
+function memoryDbNodeType(value: unknown, key: string): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string' || !/^db\.[a-z0-9-]+\.[a-z0-9]+$/.test(value.trim())) {
+    throw new StackConfigError(key, 'a MemoryDB node type such as "db.t4g.small" or "db.r7g.large"', value);
+  }
+  return value.trim();
+}
+
+/**
+ * CORS origins as a browser sends them: scheme, host and optional port, no path. A list given on
+ * the command line may be comma-separated; an empty list means CORS stays off.
+ */
+function origins(value: unknown, key: string): string[] | undefined {
+  if (value === undefined || value === null || (Array.isArray(value) && value.length === 0)) return undefined;
+  const list = listOf(value, key) ?? [];
+  const origin = /^https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?$/;
+  for (const item of list) {
+    if (item !== '*' && !origin.test(item)) {
+      throw new StackConfigError(
+        key,
+        'origins like "https://app.example.com" (no path, no trailing /) or "*"',
+        item,
+      );
+    }
+  }
+  if (list.includes('*') && list.length > 1) {
+    throw new StackConfigError(key, '"*" alone or a list of origins, not both', value);
+  }
+  return list;
+}
+
+function email(value: unknown, key: string): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string' || !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(value.trim())) {
+    throw new StackConfigError(key, 'an e-mail address', value);
+  }
+  return value.trim();
 }
 
 function period(value: unknown, key: string): Period | undefined {

@@ -1,6 +1,8 @@
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import type { ISecurityGroup, IVpc, SubnetSelection } from 'aws-cdk-lib/aws-ec2';
+import { ManagedPolicy, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import { Architecture, Runtime } from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
@@ -28,6 +30,36 @@ export interface RouteFunctionProps {
    * @default RetentionDays.ONE_MONTH
    */
   readonly logRetention?: RetentionDays;
+  /**
+   * Runs the function in these subnets, to reach a store inside a VPC.
+   * @default - outside any VPC, with Lambda's own internet access
+   */
+  readonly network?: FunctionNetwork;
+}
+
+/** Where a function in a VPC runs. Its subnets need a NAT route for OpenAI. */
+export interface FunctionNetwork {
+  readonly vpc: IVpc;
+  readonly subnets: SubnetSelection;
+  readonly securityGroups: readonly ISecurityGroup[];
+}
+
+/** Where the function's Powertools metrics go. */
+export interface MetricsSettings {
+  /** `POWERTOOLS_METRICS_NAMESPACE` */
+  readonly namespace: string;
+  /** `POWERTOOLS_SERVICE_NAME`, also the `service` dimension of every metric. */
+  readonly service: string;
+}
+
+/** How the functions reach Redis. */
+export interface RedisSettings {
+  /**
+   * The store is a Redis Cluster (MemoryDB always is): `REDIS_CLUSTER=true`, so the client
+   * follows the cluster's slot map instead of talking to one node.
+   * @default false
+   */
+  readonly cluster?: boolean;
 }
 
 /** Settings for the functions that call OpenAI. */
@@ -43,12 +75,14 @@ export interface OpenAiSettings {
 
 /**
  * The function defaults every route shares (runtime, arm64, memory, timeout, local esbuild
- * bundling, its own log group), and `bindX()` helpers that add a resource's environment variable
- * and its IAM grant together, so a function never gets one without the other.
+ * bundling, its own log group and a role that may write only to it), and `bindX()` helpers that
+ * add a resource's environment variable and its IAM grant together, so a function never gets one
+ * without the other.
  */
 export class RouteFunction extends Construct {
   readonly function: NodejsFunction;
   readonly logGroup: LogGroup;
+  readonly role: Role;
 
   constructor(scope: Construct, id: string, props: RouteFunctionProps) {
     super(scope, id);
@@ -61,21 +95,42 @@ export class RouteFunction extends Construct {
       removalPolicy: RemovalPolicy.DESTROY,
     });
 
+    // Rather than AWSLambdaBasicExecutionRole, which may create and write any log group.
+    this.role = new Role(this, 'ServiceRole', { assumedBy: new ServicePrincipal('lambda.amazonaws.com') });
+    this.logGroup.grantWrite(this.role);
+    if (props.network) {
+      this.role.addManagedPolicy(
+        ManagedPolicy.fromAwsManagedPolicyName('service-role/AWSLambdaVPCAccessExecutionRole'),
+      );
+      Validations.of(this.role).acknowledge({
+        id: 'AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]',
+        reason: "Lambda manages the function's network interfaces with this AWS-maintained policy",
+      });
+    }
+
     this.function = new NodejsFunction(this, 'Function', {
       entry: join(repoRoot, 'functions', `${props.entry}.ts`),
       projectRoot: repoRoot,
       depsLockFilePath: join(repoRoot, 'package-lock.json'),
       description: props.description,
-      runtime: Runtime.NODEJS_22_X,
+      runtime: Runtime.NODEJS_24_X,
       architecture: Architecture.ARM_64,
       memorySize: props.memorySize ?? 256,
       timeout: props.timeout ?? Duration.seconds(30),
       logGroup: this.logGroup,
+      role: this.role,
+      ...(props.network
+        ? {
+            vpc: props.network.vpc,
+            vpcSubnets: props.network.subnets,
+            securityGroups: [...props.network.securityGroups],
+          }
+        : {}),
       bundling: {
         minify: true,
         // Source maps would need --enable-source-maps, which slows every cold start.
         sourceMap: false,
-        target: 'node22',
+        target: 'node24',
         format: OutputFormat.CJS,
         // The Node.js runtime ships the AWS SDK v3; bundling it would only grow the package.
         externalModules: ['@aws-sdk/*'],
@@ -83,10 +138,31 @@ export class RouteFunction extends Construct {
     });
   }
 
-  /** Lets the function read the Redis URL secret: `REDIS_SECRET_ARN` plus the read grant. */
-  bindRedis(secret: ISecret): this {
+  /**
+   * Lets the function read the Redis URL secret: `REDIS_SECRET_ARN` plus the read grant, and
+   * `REDIS_CLUSTER=true` for a cluster.
+   */
+  bindRedis(secret: ISecret, settings: RedisSettings = {}): this {
     this.function.addEnvironment('REDIS_SECRET_ARN', secret.secretArn);
+    if (settings.cluster) this.function.addEnvironment('REDIS_CLUSTER', 'true');
     secret.grantRead(this.function);
+    return this;
+  }
+
+  /** Names the namespace and service of the function's EMF metrics, which the alarms read. */
+  bindMetrics(settings: MetricsSettings): this {
+    this.function.addEnvironment('POWERTOOLS_METRICS_NAMESPACE', settings.namespace);
+    this.function.addEnvironment('POWERTOOLS_SERVICE_NAME', settings.service);
+    return this;
+  }
+
+  /**
+   * `CORS_ALLOWED_ORIGINS`, comma-separated: the function answers a request from one of these
+   * origins (or any, for `*`) with `Access-Control-Allow-Origin`, as API Gateway does not add it to
+   * proxy integration responses.
+   */
+  allowOrigins(origins: readonly string[]): this {
+    this.function.addEnvironment('CORS_ALLOWED_ORIGINS', origins.join(','));
     return this;
   }
 

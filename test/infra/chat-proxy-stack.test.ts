@@ -1,9 +1,7 @@
 import { Match } from 'aws-cdk-lib/assertions';
 import { describe, expect, it } from 'vitest';
 import { routes } from '../../functions/routes';
-import { resourcesByRoute, synthesize } from './synth';
-
-const healthRoute = routes.find((route) => route.method === 'GET' && route.path === '/');
+import { resourcesByRoute, SAMPLE_VALIDATION_ERROR, synthesize } from './synth';
 
 /** The template value of a stack output, e.g. the `Ref` of the secret it names. */
 function outputValue(template: ReturnType<typeof synthesize>['template'], name: string): unknown {
@@ -23,11 +21,11 @@ describe('ChatProxyStack with default settings', () => {
       expect(new Set([...byRoute.values()].map((r) => r.functionId)).size).toBe(routes.length);
     });
 
-    it('runs every function on arm64 and a Node.js 22 or newer runtime', () => {
+    it('runs every function on arm64 and a Node.js 24 or newer runtime', () => {
       for (const { route, function: fn } of byRoute.values()) {
         expect(fn.Architectures, route.id).toEqual(['arm64']);
         const major = Number(/^nodejs(\d+)\.x$/.exec(String(fn.Runtime))?.[1]);
-        expect(major, route.id).toBeGreaterThanOrEqual(22);
+        expect(major, route.id).toBeGreaterThanOrEqual(24);
       }
     });
 
@@ -41,11 +39,52 @@ describe('ChatProxyStack with default settings', () => {
       }
     });
 
-    it('logs each function to its own log group kept for one month', () => {
-      template.resourceCountIs('AWS::Logs::LogGroup', routes.length);
+    it('logs each function to its own log group kept for one month, next to the API access log', () => {
+      template.resourceCountIs('AWS::Logs::LogGroup', routes.length + 1);
       template.allResourcesProperties('AWS::Logs::LogGroup', { RetentionInDays: 30 });
       const logGroups = [...byRoute.values()].map((r) => JSON.stringify(r.function.LoggingConfig));
       expect(new Set(logGroups).size).toBe(routes.length);
+    });
+
+    it.each(routes)(
+      'lets the $id function write to its own log group only, with no managed policy',
+      (route) => {
+        const resources = byRoute.get(route.id);
+        const logGroupId = (resources?.function.LoggingConfig as { LogGroup: { Ref: string } } | undefined)
+          ?.LogGroup.Ref;
+
+        expect(resources?.role.ManagedPolicyArns, route.id).toBeUndefined();
+        expect(resources?.statements).toContainEqual({
+          Effect: 'Allow',
+          Action: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+          Resource: { 'Fn::GetAtt': [logGroupId, 'Arn'] },
+        });
+        const logActions = (resources?.statements ?? []).flatMap((statement) =>
+          [statement.Action].flat().filter((action) => String(action).startsWith('logs:')),
+        );
+        expect(logActions.sort()).toEqual(['logs:CreateLogStream', 'logs:PutLogEvents']);
+      },
+    );
+
+    it('runs no function in a VPC', () => {
+      for (const { route, function: fn } of byRoute.values()) {
+        expect(fn.VpcConfig, route.id).toBeUndefined();
+      }
+      template.resourceCountIs('AWS::EC2::VPC', 0);
+    });
+
+    it('names the namespace and service of the metrics the alarms read', () => {
+      for (const { route, environment } of byRoute.values()) {
+        expect(environment.POWERTOOLS_METRICS_NAMESPACE, route.id).toBe('ChatProxy');
+        expect(environment.POWERTOOLS_SERVICE_NAME, route.id).toBe('chat-proxy');
+      }
+    });
+
+    it('sets neither REDIS_CLUSTER nor CORS_ALLOWED_ORIGINS', () => {
+      for (const { route, environment } of byRoute.values()) {
+        expect(environment, route.id).not.toHaveProperty('REDIS_CLUSTER');
+        expect(environment, route.id).not.toHaveProperty('CORS_ALLOWED_ORIGINS');
+      }
     });
 
     it('does not enable source maps through NODE_OPTIONS', () => {
@@ -88,10 +127,11 @@ describe('ChatProxyStack with default settings', () => {
       }
     });
 
-    it('requires an API key on every route except GET /', () => {
+    it('requires an API key exactly where the route table says so, always on GET / not', () => {
       for (const { route, apiKeyRequired } of byRoute.values()) {
-        expect(apiKeyRequired, route.id).toBe(route !== healthRoute);
+        expect(apiKeyRequired, route.id).toBe(route.apiKeyRequired);
       }
+      expect(byRoute.get('Health')?.apiKeyRequired).toBe(false);
     });
   });
 
@@ -150,7 +190,6 @@ describe('ChatProxyStack with default settings', () => {
         EndpointConfiguration: { Types: ['REGIONAL'] },
       });
       template.hasResourceProperties('AWS::ApiGateway::Stage', { StageName: 'prod', TracingEnabled: false });
-      template.resourceCountIs('AWS::ApiGateway::Account', 0);
     });
 
     it('creates one API key, named "default", whose value CloudFormation generates', () => {
@@ -178,6 +217,8 @@ describe('ChatProxyStack with default settings', () => {
       { type: 'THROTTLED', status: '429', code: 'rate_limited' },
       { type: 'QUOTA_EXCEEDED', status: '429', code: 'rate_limited' },
       { type: 'REQUEST_TOO_LARGE', status: '413', code: 'payload_too_large' },
+      { type: 'BAD_REQUEST_BODY', status: '400', code: 'invalid_body' },
+      { type: 'WAF_FILTERED', status: '403', code: 'forbidden' },
       { type: 'DEFAULT_4XX', status: undefined, code: 'bad_request' },
       { type: 'DEFAULT_5XX', status: undefined, code: 'gateway_error' },
     ])('answers $type with $status and a JSON error coded $code', ({ type, status, code }) => {
@@ -191,11 +232,11 @@ describe('ChatProxyStack with default settings', () => {
       expect(response?.Properties.ResponseParameters).toEqual({
         'gatewayresponse.header.Content-Type': "'application/json'",
       });
-      // API Gateway renders $context.error.messageString as a quoted JSON string.
-      const body = String(response?.Properties.ResponseTemplates['application/json']).replace(
-        '$context.error.messageString',
-        '"API Gateway message"',
-      );
+      // API Gateway renders $context.error.messageString as a quoted JSON string, and
+      // validationErrorString JSON-escaped but unquoted.
+      const body = String(response?.Properties.ResponseTemplates['application/json'])
+        .replace('$context.error.messageString', '"API Gateway message"')
+        .replace('$context.error.validationErrorString', SAMPLE_VALIDATION_ERROR);
       expect(JSON.parse(body)).toEqual({ error: { code, message: expect.any(String) } });
     });
   });
@@ -209,6 +250,7 @@ describe('ChatProxyStack with default settings', () => {
           'ApiKeyIdDefault',
           'ApiKeyValueCommandDefault',
           'ApiUrl',
+          'DashboardUrl',
           'OpenAiSecretArn',
           'RedisSecretArn',
         ].sort(),

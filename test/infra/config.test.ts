@@ -23,6 +23,12 @@ describe('readStackConfig', () => {
       throttleBurstLimit: 20,
       quotaLimit: 10_000,
       quotaPeriod: Period.DAY,
+      storage: 'external',
+      memoryDb: { nodeType: 'db.t4g.small', shards: 1, replicasPerShard: 1 },
+      natGateways: 2,
+      corsOrigins: undefined,
+      wafRateLimit: undefined,
+      alarmEmail: undefined,
     });
   });
 
@@ -48,6 +54,33 @@ describe('readStackConfig', () => {
     });
   });
 
+  it('accepts the strings `-c` passes for storage, CORS, WAF, alarms and the MemoryDB size', () => {
+    const config = configFrom({
+      storage: 'Provisioned',
+      memoryDbNodeType: 'db.r7g.large',
+      memoryDbShards: '2',
+      memoryDbReplicasPerShard: '0',
+      natGateways: '1',
+      corsOrigins: 'https://app.example.com, http://localhost:5173',
+      wafRateLimit: '2000',
+      alarmEmail: 'ops@example.com',
+    });
+
+    expect(config).toMatchObject({
+      storage: 'provisioned',
+      memoryDb: { nodeType: 'db.r7g.large', shards: 2, replicasPerShard: 0 },
+      natGateways: 1,
+      corsOrigins: ['https://app.example.com', 'http://localhost:5173'],
+      wafRateLimit: 2000,
+      alarmEmail: 'ops@example.com',
+    });
+  });
+
+  it('leaves CORS off for an empty list, and accepts "*" alone', () => {
+    expect(configFrom({ corsOrigins: [] }).corsOrigins).toBeUndefined();
+    expect(configFrom({ corsOrigins: '*' }).corsOrigins).toEqual(['*']);
+  });
+
   it('accepts apiKeys as a JSON array string', () => {
     expect(configFrom({ apiKeys: '["a","b"]' }).apiKeys).toEqual(['a', 'b']);
   });
@@ -66,8 +99,28 @@ describe('readStackConfig', () => {
     { key: 'apiKeys', value: '[not json' },
     { key: 'openAiSecretArn', value: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:openai' },
     { key: 'redisSecretArn', value: 'chat-proxy/redis' },
+    { key: 'storage', value: 'redis' },
+    { key: 'memoryDbNodeType', value: 'cache.t4g.small' },
+    { key: 'memoryDbShards', value: 0 },
+    { key: 'memoryDbReplicasPerShard', value: 6 },
+    { key: 'natGateways', value: 3 },
+    { key: 'corsOrigins', value: ['https://app.example.com/'] },
+    { key: 'corsOrigins', value: ['app.example.com'] },
+    { key: 'corsOrigins', value: ['*', 'https://app.example.com'] },
+    { key: 'wafRateLimit', value: 5 },
+    { key: 'wafRateLimit', value: 'lots' },
+    { key: 'alarmEmail', value: 'ops' },
   ])('rejects $key = $value with an error naming the key', ({ key, value }) => {
     expect(() => configFrom({ [key]: value })).toThrow(`Invalid CDK context "${key}"`);
+  });
+
+  it('refuses a Redis secret ARN with storage "provisioned", whose URL secret the stack creates', () => {
+    expect(() =>
+      configFrom({
+        storage: 'provisioned',
+        redisSecretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:chat-proxy/redis-XyZ789',
+      }),
+    ).toThrow('Invalid CDK context "redisSecretArn"');
   });
 
   it('stops the stack from synthesizing when a setting is invalid', () => {

@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { App } from 'aws-cdk-lib';
+import { join } from 'node:path';
+import { App, Validations } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
+import { AwsSolutionsChecks } from 'cdk-nag';
 import { type RouteDefinition, routes } from '../../functions/routes';
 import { ChatProxyStack } from '../../infra/chat-proxy-stack';
 
@@ -42,6 +44,59 @@ export function synthesize(context: Record<string, unknown> = {}, options: Synth
   return { app, stack, template: Template.fromStack(stack) };
 }
 
+/**
+ * What `$context.error.validationErrorString` renders as: JSON-escaped, but not quoted, as a
+ * deployed API answers a body without `content`.
+ */
+export const SAMPLE_VALIDATION_ERROR = String.raw`[object has missing required properties ([\"content\"])]`;
+
+/** One rule's findings in CDK's validation report. */
+export interface ReportedViolation {
+  readonly ruleName: string;
+  readonly violatingConstructs: readonly { readonly constructPath: string }[];
+  /** Set on acknowledged findings. */
+  readonly reason?: string;
+  readonly acknowledgedAt?: string;
+}
+
+export interface NagReport {
+  /** Findings nobody acknowledged: each fails `cdk synth`. */
+  readonly violations: readonly ReportedViolation[];
+  /** Findings acknowledged with `Validations.of(construct).acknowledge()`, with their reasons. */
+  readonly acknowledged: readonly ReportedViolation[];
+}
+
+/**
+ * Synthesizes the app as `cdk synth` does, AWS Solutions checks included (bundling skipped), and
+ * returns their report. In tests CDK throws on an unacknowledged error instead of writing the
+ * report, so the checks run on the app directly and the report is read back from the assembly.
+ */
+export function synthesizeWithNag(context: Record<string, unknown> = {}): NagReport {
+  const app = new App({
+    context: {
+      ...featureFlags,
+      'aws:cdk:bundling-stacks': [],
+      ...context,
+      '@aws-cdk/core:failSynthOnValidationErrors': false,
+    },
+  });
+  new ChatProxyStack(app, 'ChatProxy', { env: testEnv });
+  Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
+  const assembly = app.synth();
+  const report = JSON.parse(readFileSync(join(assembly.directory, 'validation-report.json'), 'utf8')) as {
+    pluginReports: {
+      pluginName: string;
+      violations: ReportedViolation[];
+      suppressedViolations?: ReportedViolation[];
+    }[];
+  };
+  const nag = report.pluginReports.filter((plugin) => plugin.pluginName === 'AwsSolutions');
+  return {
+    violations: nag.flatMap((plugin) => plugin.violations),
+    acknowledged: nag.flatMap((plugin) => plugin.suppressedViolations ?? []),
+  };
+}
+
 interface CfnResource {
   readonly Type: string;
   readonly Properties: Record<string, unknown>;
@@ -62,6 +117,16 @@ export interface RouteResources {
   readonly environment: Record<string, unknown>;
   /** Every `Resource` of the function role's statements that allow `secretsmanager:GetSecretValue`. */
   readonly readableSecrets: readonly unknown[];
+  /** The properties of the function's role. */
+  readonly role: Record<string, unknown>;
+  /** Every statement of the policies attached to the function's role. */
+  readonly statements: readonly PolicyStatement[];
+}
+
+interface PolicyStatement {
+  readonly Effect: string;
+  readonly Action: unknown;
+  readonly Resource: unknown;
 }
 
 /** Maps each route of the route table to its method, function and secret grants in the template. */
@@ -90,6 +155,11 @@ export function resourcesByRoute(template: Template): Map<string, RouteResources
     const [roleId] = getAttTargets(fn.Properties.Role);
     const environment = (fn.Properties.Environment as { Variables?: Record<string, unknown> } | undefined)
       ?.Variables;
+    const statements = ofType('AWS::IAM::Policy')
+      .filter(([, policy]) => (policy.Properties.Roles as unknown[]).some((role) => isRef(role, roleId)))
+      .flatMap(
+        ([, policy]) => (policy.Properties.PolicyDocument as { Statement: PolicyStatement[] }).Statement,
+      );
     byRoute.set(route.id, {
       route,
       method: method.method,
@@ -99,9 +169,11 @@ export function resourcesByRoute(template: Template): Map<string, RouteResources
       integration: method.integration,
       function: fn.Properties,
       environment: environment ?? {},
-      readableSecrets: ofType('AWS::IAM::Policy')
-        .filter(([, policy]) => (policy.Properties.Roles as unknown[]).some((role) => isRef(role, roleId)))
-        .flatMap(([, policy]) => secretReadResources(policy.Properties.PolicyDocument)),
+      readableSecrets: statements
+        .filter((statement) => [statement.Action].flat().includes('secretsmanager:GetSecretValue'))
+        .flatMap((statement) => [statement.Resource].flat()),
+      role: (roleId === undefined ? undefined : resources[roleId]?.Properties) ?? {},
+      statements,
     });
   }
   return byRoute;
@@ -127,11 +199,4 @@ function getAttTargets(value: unknown, attribute = 'Arn'): string[] {
   const getAtt = (value as Record<string, unknown>)['Fn::GetAtt'];
   if (Array.isArray(getAtt) && getAtt[1] === attribute) return [String(getAtt[0])];
   return Object.values(value).flatMap((item) => getAttTargets(item, attribute));
-}
-
-function secretReadResources(document: unknown): unknown[] {
-  const statements = (document as { Statement: { Action: unknown; Resource: unknown }[] }).Statement;
-  return statements
-    .filter((statement) => [statement.Action].flat().includes('secretsmanager:GetSecretValue'))
-    .flatMap((statement) => [statement.Resource].flat());
 }
