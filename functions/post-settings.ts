@@ -12,7 +12,7 @@ export const handler = route(async (event) => {
   const context = change.model ? MODEL_CONTEXT_TOKENS[change.model] : undefined;
   if (context !== undefined && change.max_context_tokens && change.max_context_tokens > context) {
     throw new ValidationError(
-      'invalid_field',
+      'invalid_body',
       `max_context_tokens must be at most ${context} for ${change.model}`,
     );
   }

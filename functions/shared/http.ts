@@ -135,7 +135,7 @@ export function parseJson(event: ApiEvent): unknown {
   try {
     return JSON.parse(text);
   } catch {
-    throw new ValidationError('invalid_json', 'The request body is not valid JSON');
+    throw new ValidationError('invalid_body', 'The request body is not valid JSON');
   }
 }
 

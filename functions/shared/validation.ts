@@ -61,8 +61,12 @@ function isHttpUrl(value: string): boolean {
   }
 }
 
+/**
+ * Every body problem is one code, `invalid_body`, with a message naming the field: deployed, API
+ * Gateway checks bodies against the same schemas first and answers that code too.
+ */
 function invalid(message: string): ValidationError {
-  return new ValidationError('invalid_field', message);
+  return new ValidationError('invalid_body', message);
 }
 
 function check(name: string, schema: JsonSchema, value: unknown): unknown {
@@ -115,7 +119,7 @@ export function validate<S extends ObjectSchema>(
   if (schema.additionalProperties === false) {
     const unknown = Object.keys(input).filter((field) => !(field in schema.properties));
     if (unknown.length > 0) {
-      throw new ValidationError('unknown_field', `Unknown field(s): ${unknown.join(', ')}`);
+      throw new ValidationError('invalid_body', `Unknown field(s): ${unknown.join(', ')}`);
     }
   }
   const output: Record<string, unknown> = {};
@@ -125,7 +129,7 @@ export function validate<S extends ObjectSchema>(
       output[field] = null;
     } else if (given === undefined || given === null) {
       if (schema.required?.includes(field))
-        throw new ValidationError('missing_field', `${field} is required`);
+        throw new ValidationError('invalid_body', `${field} is required`);
     } else {
       output[field] = check(field, property, given);
     }

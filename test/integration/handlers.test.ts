@@ -76,9 +76,9 @@ describe('GET and POST /system', () => {
   });
 
   it.each([
-    ['a missing content', {}, 'missing_field'],
-    ['an empty content', { content: '' }, 'invalid_field'],
-    ['a non-string content', { content: 42 }, 'invalid_field'],
+    ['a missing content', {}, 'invalid_body'],
+    ['an empty content', { content: '' }, 'invalid_body'],
+    ['a non-string content', { content: 42 }, 'invalid_body'],
     ['a body that is an array', ['content'], 'invalid_body'],
     ['a body that is a string', 'hello', 'invalid_body'],
   ])('returns 400 for %s', async (_, json, code) => {
@@ -87,10 +87,10 @@ describe('GET and POST /system', () => {
     expect(body(result)).toEqual({ error: { code, message: expect.any(String) } });
   });
 
-  it('returns 400 invalid_json for malformed JSON', async () => {
+  it('returns 400 invalid_body for malformed JSON', async () => {
     const result = await postSystem({ ...tenantEvent('/system'), httpMethod: 'POST', body: '{"content": ' });
     expect(result.statusCode).toBe(400);
-    expect(body(result)).toEqual({ error: { code: 'invalid_json', message: expect.any(String) } });
+    expect(body(result)).toEqual({ error: { code: 'invalid_body', message: expect.any(String) } });
   });
 
   it('returns 413 for a body over the size limit and stores nothing', async () => {

@@ -110,18 +110,18 @@ describe('GET and POST /{chat_id}/settings', () => {
   });
 
   it.each([
-    ['an unknown field', { colour: 'blue' }, 'unknown_field'],
-    ['a model outside the allow-list', { model: 'gpt-2' }, 'invalid_field'],
-    ['a temperature above 2', { temperature: 2.5 }, 'invalid_field'],
-    ['a fractional max_tokens', { max_tokens: 1.5 }, 'invalid_field'],
-    ['a max_context_tokens below 100', { max_context_tokens: 99 }, 'invalid_field'],
+    ['an unknown field', { colour: 'blue' }, 'invalid_body'],
+    ['a model outside the allow-list', { model: 'gpt-2' }, 'invalid_body'],
+    ['a temperature above 2', { temperature: 2.5 }, 'invalid_body'],
+    ['a fractional max_tokens', { max_tokens: 1.5 }, 'invalid_body'],
+    ['a max_context_tokens below 100', { max_context_tokens: 99 }, 'invalid_body'],
     [
       'a max_context_tokens beyond the model',
       { model: 'gpt-4o-mini', max_context_tokens: 500_000 },
-      'invalid_field',
+      'invalid_body',
     ],
-    ['a ttl_days of 0', { ttl_days: 0 }, 'invalid_field'],
-    ['a string temperature', { temperature: '0.5' }, 'invalid_field'],
+    ['a ttl_days of 0', { ttl_days: 0 }, 'invalid_body'],
+    ['a string temperature', { temperature: '0.5' }, 'invalid_body'],
   ])('returns 400 for %s', async (_, json, code) => {
     const result = await handlers.postSettings(chatEvent('/{chat_id}/settings', uniqueId('c'), 'POST', json));
 

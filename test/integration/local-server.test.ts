@@ -285,7 +285,7 @@ describe('local server (npm run dev) over HTTP', () => {
         headers: { 'content-type': 'application/json' },
       });
 
-      await expectError(response, 400, 'invalid_json');
+      await expectError(response, 400, 'invalid_body');
       expect(fake.requests).toHaveLength(0);
     });
 
@@ -294,13 +294,13 @@ describe('local server (npm run dev) over HTTP', () => {
         body: new Uint8Array([0xff, 0xfe, 0x00, 0x7b]),
       });
 
-      await expectError(response, 400, 'invalid_json');
+      await expectError(response, 400, 'invalid_body');
     });
 
     it('returns 400 when content is missing', async () => {
       const response = await call('POST', `/${uniqueId('chat')}/chat`, { json: { text: 'wrong field' } });
 
-      await expectError(response, 400, 'missing_field');
+      await expectError(response, 400, 'invalid_body');
     });
 
     it('returns 413 when the body is over the 10 MB limit, without calling OpenAI', async () => {
@@ -376,7 +376,7 @@ describe('local server (npm run dev) over HTTP', () => {
         json: { content: 'What is it?', url: 'file:///etc/passwd' },
       });
 
-      await expectError(response, 400, 'invalid_field');
+      await expectError(response, 400, 'invalid_body');
       expect(fake.requests).toHaveLength(0);
     });
   });

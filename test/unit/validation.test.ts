@@ -19,18 +19,30 @@ describe('validate', () => {
   });
 
   it.each([
-    [null, 'invalid_body'],
-    [[], 'invalid_body'],
-    ['text', 'invalid_body'],
-    [{}, 'missing_field'],
-    [{ content: null }, 'missing_field'],
-    [{ content: '' }, 'invalid_field'],
-    [{ content: '   ' }, 'invalid_field'],
-    [{ content: 1 }, 'invalid_field'],
-    [{ content: 'x'.repeat(11) }, 'invalid_field'],
-  ])('rejects %j with %s', (body, code) => {
-    expect(() => validate(schemas.content, body)).toThrow(expect.objectContaining({ code }));
+    [null, 'must be a JSON object'],
+    [[], 'must be a JSON object'],
+    ['text', 'must be a JSON object'],
+    [{}, 'content is required'],
+    [{ content: null }, 'content is required'],
+    [{ content: '' }, 'content must not be empty'],
+    [{ content: '   ' }, 'content must not be empty'],
+    [{ content: 1 }, 'content must be a string'],
+    [{ content: 'x'.repeat(11) }, 'content is longer than 10 characters'],
+  ])('rejects %j as invalid_body: "%s"', (body, message) => {
+    expect(() => validate(schemas.content, body)).toThrow(
+      expect.objectContaining({ code: 'invalid_body', message: expect.stringContaining(message) }),
+    );
     expect(() => validate(schemas.content, body)).toThrow(ValidationError);
+  });
+
+  it('refuses fields a strict schema does not know, naming them', () => {
+    expect(() => validate(schemas.settings, { colour: 'blue', temperature: 1 })).toThrow(
+      'Unknown field(s): colour',
+    );
+  });
+
+  it('keeps null for a nullable field, meaning "unset"', () => {
+    expect(validate(schemas.settings, { temperature: null })).toEqual({ temperature: null });
   });
 
   it.each(['http://example.com/a.png', 'https://example.com/a.png?x=1'])(
