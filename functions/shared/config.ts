@@ -229,3 +229,18 @@ export interface ObservabilityConfig {
 export function loadObservabilityConfig(env: Env = process.env): ObservabilityConfig {
   return { logContent: optional(env, 'LOG_CONTENT') === 'true' };
 }
+
+export interface CorsConfig {
+  /** Origins allowed to call from a browser ('*' for any); empty: no CORS headers. */
+  readonly allowedOrigins: readonly string[];
+}
+
+export function loadCorsConfig(env: Env = process.env): CorsConfig {
+  const listed = optional(env, 'CORS_ALLOWED_ORIGINS') ?? '';
+  return {
+    allowedOrigins: listed
+      .split(',')
+      .map((origin) => origin.trim())
+      .filter((origin) => origin !== ''),
+  };
+}

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import { reservedChatIds } from '../routes';
 import type { ChatRef } from './chat-repository';
-import { isSamLocal, loadChatConfig, loadLimits } from './config';
+import { isSamLocal, loadChatConfig, loadCorsConfig, loadLimits } from './config';
 import {
   ChatProxyError,
   ForbiddenError,
@@ -15,6 +15,7 @@ import { requestSchemas } from './schemas';
 import { type Infer, type JsonSchema, validate } from './validation';
 
 const samLocal = isSamLocal();
+const { allowedOrigins } = loadCorsConfig();
 
 /** The deployment's request limits, read once per container. */
 export const limits = loadLimits();
@@ -73,14 +74,35 @@ export function route(
       event,
       context,
       async () => {
+        let result: ApiResult;
         try {
-          return await logic(event);
+          result = await logic(event);
         } catch (error) {
-          return errorResponse(error);
+          result = errorResponse(error);
         }
+        const cors = corsHeaders(event);
+        return cors ? { ...result, headers: { ...result.headers, ...cors } } : result;
       },
       (result) => result.statusCode,
     );
+}
+
+/**
+ * The CORS headers for a browser request from an allowed origin (CORS_ALLOWED_ORIGINS), or
+ * undefined. API Gateway answers the preflight; the functions must mark every actual answer.
+ */
+export function corsHeaders(event: ApiEvent): Record<string, string> | undefined {
+  if (allowedOrigins.length === 0) return undefined;
+  if (allowedOrigins.includes('*')) return { 'Access-Control-Allow-Origin': '*' };
+  const origin = header(event, 'origin');
+  if (origin === undefined || !allowedOrigins.includes(origin)) return { Vary: 'Origin' };
+  return { 'Access-Control-Allow-Origin': origin, Vary: 'Origin' };
+}
+
+/** A request header, whatever its case. */
+export function header(event: ApiEvent, name: string): string | undefined {
+  const lower = name.toLowerCase();
+  return Object.entries(event.headers ?? {}).find(([key]) => key.toLowerCase() === lower)?.[1];
 }
 
 const ID = /^[A-Za-z0-9_-]+$/;
@@ -97,7 +119,7 @@ export function tenantOf(event: ApiEvent): string {
 }
 
 function samLocalTenant(event: ApiEvent): string | undefined {
-  const key = Object.entries(event.headers ?? {}).find(([name]) => name.toLowerCase() === 'x-api-key')?.[1];
+  const key = header(event, 'x-api-key');
   return key ? `sam-local-${createHash('sha256').update(key).digest('hex').slice(0, 16)}` : undefined;
 }
 
@@ -150,7 +172,7 @@ export function parseBody<S extends Extract<JsonSchema, { type: 'object' }>>(
 /** Whether the client asked for a streamed reply: `"stream": true`, or `Accept: text/event-stream`. */
 export function wantsStream(event: ApiEvent, stream: boolean | undefined): boolean {
   if (stream !== undefined) return stream;
-  const accept = Object.entries(event.headers ?? {}).find(([name]) => name.toLowerCase() === 'accept')?.[1];
+  const accept = header(event, 'accept');
   return accept?.includes('text/event-stream') ?? false;
 }
 

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { chatRepository, type IdempotencyScope, type StoredResponse } from './chat-repository';
 import { loadTurnConfig } from './config';
 import { IdempotencyKeyReusedError, RequestInProgressError, ValidationError } from './errors';
-import type { ApiEvent, ApiResult } from './http';
+import { type ApiEvent, type ApiResult, header, type JsonResult } from './http';
 import { annotate } from './observability';
 
 const { leaseMs, idempotencyTtlSeconds } = loadTurnConfig();
@@ -12,11 +12,6 @@ const IDEMPOTENCY_KEY = /^[\x20-\x7e]{1,255}$/;
 
 /** Marks an answer served from the idempotency record rather than run again. */
 export const REPLAY_HEADER = 'Idempotent-Replayed';
-
-function header(event: ApiEvent, name: string): string | undefined {
-  const lower = name.toLowerCase();
-  return Object.entries(event.headers ?? {}).find(([key]) => key.toLowerCase() === lower)?.[1];
-}
 
 function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex');
@@ -75,16 +70,10 @@ export async function idempotently<T>(
 export async function idempotentResult(
   event: ApiEvent,
   scope: IdempotencyScope,
-  run: () => Promise<ApiResult>,
+  run: () => Promise<JsonResult>,
 ): Promise<ApiResult> {
   const outcome = await idempotently(event, scope, run, (result) =>
-    result.statusCode < 300
-      ? {
-          statusCode: result.statusCode,
-          headers: (result.headers ?? {}) as Record<string, string>,
-          body: result.body,
-        }
-      : undefined,
+    result.statusCode < 300 ? result : undefined,
   );
   if ('result' in outcome) return outcome.result;
   return { ...outcome.replay, headers: { ...outcome.replay.headers, [REPLAY_HEADER]: 'true' } };

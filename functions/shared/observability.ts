@@ -29,6 +29,8 @@ export interface RequestRecord {
   prompt_tokens?: number;
   completion_tokens?: number;
   error_code?: string;
+  /** Set when a turn was attempted (its request was valid), whatever came of it. */
+  turn_attempted?: boolean;
   /** Set when a turn stored its pair. */
   turn?: boolean;
   streamed?: boolean;
@@ -54,7 +56,9 @@ function publish(record: RequestRecord): void {
   // One Metrics object per request: the local server and tests run requests side by side.
   const metrics = new Metrics({ namespace: METRICS_NAMESPACE, serviceName: SERVICE_NAME });
   metrics.addMetric('Requests', MetricUnit.Count, 1);
-  if (record.turn) metrics.addMetric('Turns', MetricUnit.Count, 1);
+  // Turns counts attempts, so UpstreamErrors / Turns is the share of turns OpenAI failed.
+  if (record.turn_attempted) metrics.addMetric('Turns', MetricUnit.Count, 1);
+  if (record.turn) metrics.addMetric('StoredTurns', MetricUnit.Count, 1);
   if (record.upstream_latency_ms !== undefined) {
     metrics.addMetric('UpstreamLatency', MetricUnit.Milliseconds, record.upstream_latency_ms);
   }

@@ -1,4 +1,4 @@
-import { type ApiEvent, type ApiResult, describeError, errorResponse } from './http';
+import { type ApiEvent, type ApiResult, corsHeaders, describeError, errorResponse } from './http';
 import type { AwsLambdaGlobal, ResponseStream, StreamingHandler } from './lambda-stream';
 import { awsLambda } from './lambda-stream';
 import { annotate, observe } from './observability';
@@ -24,6 +24,8 @@ export class Reply {
   constructor(
     private readonly raw: ResponseStream,
     private readonly runtime: AwsLambdaGlobal,
+    /** Sent with whatever answer goes out (CORS). */
+    private readonly extraHeaders: Record<string, string> = {},
   ) {
     const controller = new AbortController();
     this.signal = controller.signal;
@@ -80,7 +82,10 @@ export class Reply {
   private open(statusCode: number, headers: Record<string, string>): ResponseStream {
     if (this.body) throw new Error('The response has already started');
     this.statusCode = statusCode;
-    this.body = this.runtime.HttpResponseStream.from(this.raw, { statusCode, headers });
+    this.body = this.runtime.HttpResponseStream.from(this.raw, {
+      statusCode,
+      headers: { ...headers, ...this.extraHeaders },
+    });
     return this.body;
   }
 }
@@ -92,7 +97,7 @@ export class Reply {
 export function streamingRoute(logic: (event: ApiEvent, reply: Reply) => Promise<void>): StreamingHandler {
   const runtime = awsLambda();
   return runtime.streamifyResponse(async (event, responseStream, context) => {
-    const reply = new Reply(responseStream, runtime);
+    const reply = new Reply(responseStream, runtime, corsHeaders(event));
     await observe(
       event,
       context,

@@ -1,6 +1,7 @@
 import type { ChatMessage, ChatRef } from './chat-repository';
 import { type ApiEvent, json, wantsStream } from './http';
 import { idempotently, REPLAY_HEADER } from './idempotency';
+import { annotate } from './observability';
 import type { Reply } from './streaming-route';
 import { runTurn, streamTurn, type TurnReply } from './turn';
 
@@ -22,6 +23,7 @@ export async function answerTurn(
   user: ChatMessage,
   request: TurnRequest,
 ): Promise<void> {
+  annotate({ turn_attempted: true });
   const stream = wantsStream(event, request.stream);
   const waitMs = request.wait_ms ?? 0;
   const outcome = await idempotently(

@@ -128,8 +128,7 @@ export function validate<S extends ObjectSchema>(
     if (given === null && property.nullable) {
       output[field] = null;
     } else if (given === undefined || given === null) {
-      if (schema.required?.includes(field))
-        throw new ValidationError('invalid_body', `${field} is required`);
+      if (schema.required?.includes(field)) throw new ValidationError('invalid_body', `${field} is required`);
     } else {
       output[field] = check(field, property, given);
     }

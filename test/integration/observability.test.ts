@@ -117,7 +117,14 @@ describe('EMF metrics', () => {
     const emf = lines.filter((line) => '_aws' in line) as Emf[];
     expect(emf.every((line) => line._aws.CloudWatchMetrics[0]?.Namespace === 'ChatProxy')).toBe(true);
     expect(metricNames(lines)).toEqual(
-      expect.arrayContaining(['Requests', 'Turns', 'UpstreamLatency', 'PromptTokens', 'CompletionTokens']),
+      expect.arrayContaining([
+        'Requests',
+        'Turns',
+        'StoredTurns',
+        'UpstreamLatency',
+        'PromptTokens',
+        'CompletionTokens',
+      ]),
     );
     const perTenant = lines.find((line) => 'PromptTokens' in line);
     expect(perTenant).toMatchObject({ tenant, service: 'chat-proxy' });
@@ -135,7 +142,8 @@ describe('EMF metrics', () => {
       turn(postChat, { content: 'first' }),
     ]);
 
-    expect(metricNames(upstream)).toEqual(expect.arrayContaining(['UpstreamErrors', 'Errors']));
+    expect(metricNames(upstream)).toEqual(expect.arrayContaining(['Turns', 'UpstreamErrors', 'Errors']));
+    expect(metricNames(upstream)).not.toContain('StoredTurns');
     expect(upstream.find((line) => 'Errors' in line)).toMatchObject({ code: 'upstream_error' });
     expect(metricNames(busy)).toEqual(expect.arrayContaining(['ChatBusy', 'Errors']));
   });
