@@ -52,7 +52,8 @@ export class ChatProxyStack extends Stack {
     // only what a handler would refuse anyway.
     const bodySchemas = requestSchemas(
       loadLimits({}),
-      loadChatConfig({ OPENAI_MODEL: config.openAiModel }).models,
+      loadChatConfig({ OPENAI_MODEL: config.openAiModel, OPENAI_MODELS: config.chat.models?.join(',') })
+        .models,
     );
     const api = new ChatProxyApi(this, 'Api', {
       stageName: config.stageName,
@@ -76,13 +77,11 @@ export class ChatProxyStack extends Stack {
         ...(network && needsRedis ? { network: network.functionNetwork } : {}),
       });
       routeFunction.bindMetrics(APP_METRICS);
+      routeFunction.applyChatSettings(config.openAiModel, config.chat);
       // Each function gets access to exactly what its route needs, nothing more.
       if (needsRedis) routeFunction.bindRedis(secrets.redisUrl, { cluster: store !== undefined });
       if (route.needs.includes('openai')) {
-        routeFunction.bindOpenAi(secrets.openAiApiKey, {
-          model: config.openAiModel,
-          moderationModel: config.openAiModerationModel,
-        });
+        routeFunction.bindOpenAi(secrets.openAiApiKey, { moderationModel: config.openAiModerationModel });
       }
       if (config.corsOrigins) routeFunction.allowOrigins(config.corsOrigins);
       api.addRoute(

@@ -84,6 +84,42 @@ export interface StackConfig {
    * @default - no topic: alarms only show in the console
    */
   readonly alarmEmail: string | undefined;
+  /** How chats behave: models, context budget, retention, sampling. */
+  readonly chat: ChatSettings;
+}
+
+/** The functions' chat settings, from context keys, each becoming one environment variable. */
+export interface ChatSettings {
+  /**
+   * Models a chat may choose with its `model` setting, besides `openAiModel` (`OPENAI_MODELS`).
+   * @default - only `openAiModel`
+   */
+  readonly models: readonly string[] | undefined;
+  /**
+   * Token budget of a turn's prompt (`MAX_CONTEXT_TOKENS`).
+   * @default - the model's context size minus the reply reserve
+   */
+  readonly maxContextTokens: number | undefined;
+  /**
+   * Days a chat is kept after its last write (`CHAT_TTL_DAYS`).
+   * @default - kept until deleted
+   */
+  readonly ttlDays: number | undefined;
+  /**
+   * Sampling temperature (`OPENAI_TEMPERATURE`).
+   * @default - OpenAI's default
+   */
+  readonly temperature: number | undefined;
+  /**
+   * Most tokens of a reply (`OPENAI_MAX_TOKENS`).
+   * @default - OpenAI's default
+   */
+  readonly maxTokens: number | undefined;
+  /**
+   * Log message contents (`LOG_CONTENT`), for debugging only.
+   * @default false
+   */
+  readonly logContent: boolean;
 }
 
 export type StorageMode = 'external' | 'provisioned';
@@ -165,7 +201,32 @@ export function readStackConfig(node: Node): StackConfig {
       integer: true,
     }),
     alarmEmail: email(raw('alarmEmail'), 'alarmEmail'),
+    chat: {
+      models: listOf(raw('openAiModels'), 'openAiModels')?.map(
+        (model) => modelName(model, 'openAiModels') as string,
+      ),
+      maxContextTokens: numberIn(raw('maxContextTokens'), 'maxContextTokens', {
+        min: 100,
+        max: 10_000_000,
+        integer: true,
+      }),
+      ttlDays: numberIn(raw('chatTtlDays'), 'chatTtlDays', { min: 0.00001, max: 3650 }),
+      temperature: numberIn(raw('openAiTemperature'), 'openAiTemperature', { min: 0, max: 2 }),
+      maxTokens: numberIn(raw('openAiMaxTokens'), 'openAiMaxTokens', {
+        min: 1,
+        max: 1_000_000,
+        integer: true,
+      }),
+      logContent: flag(raw('logContent'), 'logContent') ?? false,
+    },
   };
+}
+
+function flag(value: unknown, key: string): boolean | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (value === true || value === 'true') return true;
+  if (value === false || value === 'false') return false;
+  throw new StackConfigError(key, 'true or false', value);
 }
 
 /**

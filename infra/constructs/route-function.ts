@@ -8,6 +8,7 @@ import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { ISecret } from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
+import type { ChatSettings } from '../config';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -64,8 +65,6 @@ export interface RedisSettings {
 
 /** Settings for the functions that call OpenAI. */
 export interface OpenAiSettings {
-  /** Chat model, `OPENAI_MODEL`. */
-  readonly model: string;
   /**
    * Moderation model, `OPENAI_MODERATION_MODEL`.
    * @default - the functions' own default
@@ -166,10 +165,29 @@ export class RouteFunction extends Construct {
     return this;
   }
 
+  /**
+   * The deployment's chat settings, as environment variables: every function that reads a chat's
+   * settings, builds a prompt or documents the API sees the same model list and budget.
+   */
+  applyChatSettings(model: string, settings: ChatSettings): this {
+    const environment: Record<string, string | number | boolean | undefined> = {
+      OPENAI_MODEL: model,
+      OPENAI_MODELS: settings.models?.join(','),
+      MAX_CONTEXT_TOKENS: settings.maxContextTokens,
+      CHAT_TTL_DAYS: settings.ttlDays,
+      OPENAI_TEMPERATURE: settings.temperature,
+      OPENAI_MAX_TOKENS: settings.maxTokens,
+      LOG_CONTENT: settings.logContent || undefined,
+    };
+    for (const [name, value] of Object.entries(environment)) {
+      if (value !== undefined) this.function.addEnvironment(name, String(value));
+    }
+    return this;
+  }
+
   /** Lets the function call OpenAI: the key secret's ARN and read grant, and the model settings. */
   bindOpenAi(secret: ISecret, settings: OpenAiSettings): this {
     this.function.addEnvironment('OPENAI_SECRET_ARN', secret.secretArn);
-    this.function.addEnvironment('OPENAI_MODEL', settings.model);
     if (settings.moderationModel !== undefined) {
       this.function.addEnvironment('OPENAI_MODERATION_MODEL', settings.moderationModel);
     }

@@ -173,11 +173,18 @@ describe('ChatProxyStack with default settings', () => {
       expect(environment).not.toHaveProperty('REDIS_URL');
     });
 
-    it('gives the OpenAI model only to the functions that call OpenAI', () => {
+    it('gives every function the same default model, and no chat setting the context leaves unset', () => {
       for (const { route, environment } of byRoute.values()) {
-        expect(environment.OPENAI_MODEL, route.id).toBe(
-          route.needs.includes('openai') ? 'gpt-4.1-mini' : undefined,
-        );
+        expect(environment.OPENAI_MODEL, route.id).toBe('gpt-4.1-mini');
+        for (const name of [
+          'OPENAI_MODELS',
+          'MAX_CONTEXT_TOKENS',
+          'CHAT_TTL_DAYS',
+          'OPENAI_TEMPERATURE',
+          'LOG_CONTENT',
+        ]) {
+          expect(environment[name], `${route.id} ${name}`).toBeUndefined();
+        }
         expect(environment.OPENAI_MODERATION_MODEL, route.id).toBeUndefined();
       }
     });
@@ -288,11 +295,11 @@ describe('ChatProxyStack with context overrides', () => {
   });
   const byRoute = resourcesByRoute(template);
 
-  it('passes the model settings to the functions that call OpenAI', () => {
+  it('passes the model to every function and the moderation model to those that call OpenAI', () => {
     for (const { route, environment } of byRoute.values()) {
       const callsOpenAi = route.needs.includes('openai');
 
-      expect(environment.OPENAI_MODEL, route.id).toBe(callsOpenAi ? 'gpt-5-mini' : undefined);
+      expect(environment.OPENAI_MODEL, route.id).toBe('gpt-5-mini');
       expect(environment.OPENAI_MODERATION_MODEL, route.id).toBe(
         callsOpenAi ? 'omni-moderation-2024-09-26' : undefined,
       );
@@ -339,5 +346,28 @@ describe('ChatProxyStack with context overrides', () => {
       Quota: { Limit: 500, Period: 'WEEK' },
     });
     template.hasResourceProperties('AWS::ApiGateway::Stage', { StageName: 'v1' });
+  });
+});
+
+describe('ChatProxyStack with chat settings', () => {
+  const { template } = synthesize({
+    openAiModels: ['gpt-4o-mini'],
+    maxContextTokens: 16_000,
+    chatTtlDays: 30,
+    openAiTemperature: 0.3,
+    openAiMaxTokens: 800,
+  });
+  const byRoute = resourcesByRoute(template);
+
+  it('gives every function the same chat settings, so they agree on models and budgets', () => {
+    for (const { route, environment } of byRoute.values()) {
+      expect(environment, route.id).toMatchObject({
+        OPENAI_MODELS: 'gpt-4o-mini',
+        MAX_CONTEXT_TOKENS: '16000',
+        CHAT_TTL_DAYS: '30',
+        OPENAI_TEMPERATURE: '0.3',
+        OPENAI_MAX_TOKENS: '800',
+      });
+    }
   });
 });

@@ -29,7 +29,46 @@ describe('readStackConfig', () => {
       corsOrigins: undefined,
       wafRateLimit: undefined,
       alarmEmail: undefined,
+      chat: {
+        models: undefined,
+        maxContextTokens: undefined,
+        ttlDays: undefined,
+        temperature: undefined,
+        maxTokens: undefined,
+        logContent: false,
+      },
     });
+  });
+
+  it('reads the chat settings', () => {
+    const config = configFrom({
+      openAiModels: 'gpt-4o-mini,gpt-5-mini',
+      maxContextTokens: '16000',
+      chatTtlDays: 30,
+      openAiTemperature: '0.3',
+      openAiMaxTokens: 800,
+      logContent: 'true',
+    });
+
+    expect(config.chat).toEqual({
+      models: ['gpt-4o-mini', 'gpt-5-mini'],
+      maxContextTokens: 16_000,
+      ttlDays: 30,
+      temperature: 0.3,
+      maxTokens: 800,
+      logContent: true,
+    });
+  });
+
+  it.each([
+    ['maxContextTokens', '50'],
+    ['chatTtlDays', '-1'],
+    ['openAiTemperature', '3'],
+    ['openAiMaxTokens', '0.5'],
+    ['logContent', 'yes'],
+    ['openAiModels', 'gpt 4'],
+  ])('refuses %s=%s naming the key', (key, value) => {
+    expect(() => configFrom({ [key]: value })).toThrow(new RegExp(`"${key}"`));
   });
 
   it('accepts the context in cdk.json', () => {
