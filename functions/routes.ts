@@ -6,8 +6,11 @@
  * This module is pure data: infra imports it at synth time, so it must not import any handler.
  */
 
-/** A shared resource a route's function needs; the stack grants access per need, nothing more. */
-export type Need = 'redis' | 'openai';
+/**
+ * What a route's function needs: the stack grants access per resource, nothing more, and ships the
+ * tokenizer's data only to the functions that count tokens.
+ */
+export type Need = 'redis' | 'openai' | 'tokenizer';
 
 export type HttpMethod = 'GET' | 'POST' | 'DELETE';
 
@@ -140,7 +143,7 @@ export const routes: readonly RouteDefinition[] = [
     response: 'turn',
     body: 'chat',
     apiKeyRequired: true,
-    needs: ['redis', 'openai'],
+    needs: ['redis', 'openai', 'tokenizer'],
     streaming: true,
     summary: 'Send a message to a chat and get the reply, whole or streamed',
   },
@@ -163,7 +166,7 @@ export const routes: readonly RouteDefinition[] = [
     response: 'turn',
     body: 'image',
     apiKeyRequired: true,
-    needs: ['redis', 'openai'],
+    needs: ['redis', 'openai', 'tokenizer'],
     streaming: true,
     summary: 'Send an image URL and a prompt to a chat and get the reply, whole or streamed',
   },

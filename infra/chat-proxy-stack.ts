@@ -70,6 +70,7 @@ export class ChatProxyStack extends Stack {
       const needsRedis = route.needs.includes('redis');
       const routeFunction = new RouteFunction(this, route.id, {
         entry: route.entry,
+        tokenizer: route.needs.includes('tokenizer'),
         description: `${route.method} ${route.path}: ${route.summary}`,
         // A streamed reply may run for minutes; buffered answers are capped at 29 s by API Gateway.
         ...(route.streaming ? { timeout: STREAMING_TIMEOUT } : {}),

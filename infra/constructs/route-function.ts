@@ -15,6 +15,11 @@ const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 export interface RouteFunctionProps {
   /** Handler file under `functions/`, without extension, as in the route table. */
   readonly entry: string;
+  /**
+   * Ship the tokenizer's merge ranks beside the bundle (the functions that count tokens).
+   * @default false
+   */
+  readonly tokenizer?: boolean;
   /** Shown in the Lambda console. */
   readonly description?: string;
   /**
@@ -131,8 +136,20 @@ export class RouteFunction extends Construct {
         sourceMap: false,
         target: 'node24',
         format: OutputFormat.CJS,
-        // The Node.js runtime ships the AWS SDK v3; bundling it would only grow the package.
-        externalModules: ['@aws-sdk/*'],
+        // The Node.js runtime ships the AWS SDK v3; bundling it would only grow the package. The
+        // tokenizer's 2 MB of ranks travel as a JSON file instead (see `tokenizer`).
+        externalModules: ['@aws-sdk/*', 'gpt-tokenizer/bpeRanks/*'],
+        ...(props.tokenizer
+          ? {
+              commandHooks: {
+                beforeBundling: () => [],
+                beforeInstall: () => [],
+                afterBundling: (_inputDir: string, outputDir: string) => [
+                  `node "${join(repoRoot, 'infra', 'bundling', 'write-token-ranks.mjs')}" "${outputDir}"`,
+                ],
+              },
+            }
+          : {}),
       },
     });
   }
