@@ -1,24 +1,37 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { StreamingHandler } from '../../functions/shared/lambda-stream';
+import { apiEvent } from '../support/events';
+import { startFakeOpenAi } from '../support/fake-openai';
+import { invokeStreaming } from '../support/lambda-stream';
 import { resourcesByRoute, synthesize } from './synth';
 
 describe('function bundling', () => {
   const outdir = mkdtempSync(join(tmpdir(), 'chat-proxy-assembly-'));
-  afterAll(() => rmSync(outdir, { recursive: true, force: true }));
+  let bundleOf: (routeId: string) => string;
 
-  it('bundles each route locally into a minified CommonJS file, the health check into a few KB', {
-    timeout: 120_000,
-  }, () => {
+  beforeAll(() => {
+    // As on the Lambda runtime, only the AWS SDK is there besides the bundle.
+    mkdirSync(join(outdir, 'node_modules'));
+    symlinkSync(
+      fileURLToPath(new URL('../../node_modules/@aws-sdk', import.meta.url)),
+      join(outdir, 'node_modules', '@aws-sdk'),
+    );
     const { template } = synthesize({}, { bundle: true, outdir });
     const byRoute = resourcesByRoute(template);
-    const bundleOf = (routeId: string) => {
+    bundleOf = (routeId: string) => {
       const code = byRoute.get(routeId)?.function.Code as { S3Key?: string } | undefined;
       const hash = code?.S3Key?.replace(/\.zip$/, '');
       return join(outdir, `asset.${hash}`, 'index.js');
     };
+  }, 120_000);
+  afterAll(() => rmSync(outdir, { recursive: true, force: true }));
 
+  it('bundles each route locally into a minified CommonJS file, the health check into a few KB', () => {
     const health = readFileSync(bundleOf('Health'), 'utf8');
     const chat = readFileSync(bundleOf('PostChat'), 'utf8');
 
@@ -26,11 +39,60 @@ describe('function bundling', () => {
     expect(health).toContain('Hello, World!');
     expect(health).toMatch(/module\.exports/);
     // Unminified, esbuild heads each module with a `// path` comment; minified, it writes none.
-    // (Line counts say little: embedded certificates and token tables keep their line breaks.)
+    // (Line counts say little: embedded certificates keep their line breaks.)
     expect(chat).not.toMatch(/^\/\/ (functions|node_modules)\//m);
     expect(health.split('\n').length).toBeLessThan(20);
     // The runtime provides the AWS SDK v3, so it stays a require() instead of being bundled.
     expect(chat).toContain('require("@aws-sdk/client-secrets-manager")');
     expect(existsSync(`${bundleOf('PostChat')}.map`)).toBe(false);
+  });
+
+  it("ships the tokenizer's ranks as JSON beside the chat and image bundles only", () => {
+    for (const routeId of ['PostChat', 'PostImg']) {
+      const ranks = join(bundleOf(routeId), '..', 'o200k_base.json');
+      expect(statSync(ranks).size, routeId).toBeGreaterThan(1_000_000);
+      expect(statSync(bundleOf(routeId)).size, routeId).toBeLessThan(1_000_000);
+    }
+    expect(existsSync(join(bundleOf('GetChat'), '..', 'o200k_base.json'))).toBe(false);
+  });
+
+  it('runs the bundled chat function end to end, tokenizer included', async () => {
+    const fake = await startFakeOpenAi();
+    Object.assign(process.env, {
+      REDIS_URL: inject('redisUrl'),
+      OPENAI_BASE_URL: fake.baseURL,
+      OPENAI_API_KEY: 'sk-test',
+      MAX_CONTEXT_TOKENS: '1000',
+    });
+    try {
+      const { handler } = createRequire(import.meta.url)(bundleOf('PostChat')) as {
+        handler: StreamingHandler;
+      };
+
+      const tooLarge = await invokeStreaming(
+        handler,
+        apiEvent({
+          method: 'POST',
+          resource: '/{chat_id}/chat',
+          chatId: 'bundled',
+          json: { content: 'word '.repeat(2000) },
+        }),
+      );
+      const result = await invokeStreaming(
+        handler,
+        apiEvent({
+          method: 'POST',
+          resource: '/{chat_id}/chat',
+          chatId: 'bundled',
+          json: { content: 'hi', stream: true },
+        }),
+      );
+
+      expect(JSON.parse(tooLarge.body).error.code).toBe('message_too_large');
+      expect(result.events.at(-1)?.event).toBe('done');
+    } finally {
+      delete process.env.MAX_CONTEXT_TOKENS;
+      await fake.close();
+    }
   });
 });
