@@ -224,10 +224,15 @@ export function loadChatConfig(env: Env = process.env): ChatConfig {
 export interface ObservabilityConfig {
   /** Log message contents too (debugging only): off by default, so no conversation reaches the logs. */
   readonly logContent: boolean;
+  /** POWERTOOLS_METRICS_DISABLED=true (tests, local runs): no metric is even computed. */
+  readonly metricsDisabled: boolean;
 }
 
 export function loadObservabilityConfig(env: Env = process.env): ObservabilityConfig {
-  return { logContent: optional(env, 'LOG_CONTENT') === 'true' };
+  return {
+    logContent: optional(env, 'LOG_CONTENT') === 'true',
+    metricsDisabled: optional(env, 'POWERTOOLS_METRICS_DISABLED') === 'true',
+  };
 }
 
 export interface CorsConfig {

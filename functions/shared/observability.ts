@@ -15,7 +15,7 @@ export const SERVICE_NAME = 'chat-proxy';
 export const METRICS_NAMESPACE = 'ChatProxy';
 
 export const logger = new Logger({ serviceName: SERVICE_NAME });
-const { logContent } = loadObservabilityConfig();
+const { logContent, metricsDisabled } = loadObservabilityConfig();
 
 /** What one request did, filled in as it runs and logged once at its end. */
 export interface RequestRecord {
@@ -52,9 +52,14 @@ export function annotateContent(content: unknown): void {
   if (logContent) annotate({ content });
 }
 
+/**
+ * One Metrics object for the container. Safe even where requests run side by side (the local
+ * server, tests): a request's metrics are added and flushed in one synchronous block.
+ */
+const metrics = new Metrics({ namespace: METRICS_NAMESPACE, serviceName: SERVICE_NAME });
+
 function publish(record: RequestRecord): void {
-  // One Metrics object per request: the local server and tests run requests side by side.
-  const metrics = new Metrics({ namespace: METRICS_NAMESPACE, serviceName: SERVICE_NAME });
+  if (metricsDisabled) return;
   metrics.addMetric('Requests', MetricUnit.Count, 1);
   // Turns counts attempts, so UpstreamErrors / Turns is the share of turns OpenAI failed.
   if (record.turn_attempted) metrics.addMetric('Turns', MetricUnit.Count, 1);
@@ -68,14 +73,18 @@ function publish(record: RequestRecord): void {
   if ((record.status ?? 0) >= 500) metrics.addMetric('ServerErrors', MetricUnit.Count, 1);
   metrics.publishStoredMetrics();
 
+  // Extra dimension sets go out as their own EMF documents, so the service-level ones above stay
+  // what the alarms read.
   if (record.error_code) {
-    metrics.singleMetric().addDimension('code', record.error_code).addMetric('Errors', MetricUnit.Count, 1);
+    metrics.addDimension('code', record.error_code);
+    metrics.addMetric('Errors', MetricUnit.Count, 1);
+    metrics.publishStoredMetrics();
   }
   if (record.tenant && (record.prompt_tokens || record.completion_tokens)) {
-    const perTenant = metrics.singleMetric().addDimension('tenant', record.tenant);
-    perTenant.addMetric('PromptTokens', MetricUnit.Count, record.prompt_tokens ?? 0);
-    perTenant.addMetric('CompletionTokens', MetricUnit.Count, record.completion_tokens ?? 0);
-    perTenant.publishStoredMetrics();
+    metrics.addDimension('tenant', record.tenant);
+    metrics.addMetric('PromptTokens', MetricUnit.Count, record.prompt_tokens ?? 0);
+    metrics.addMetric('CompletionTokens', MetricUnit.Count, record.completion_tokens ?? 0);
+    metrics.publishStoredMetrics();
   }
 }
 
