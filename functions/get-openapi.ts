@@ -1,11 +1,12 @@
 import packageJson from '../package.json';
 import { routes } from './routes';
-import { loadChatConfig } from './shared/config';
+import { loadChatConfig, loadTurnConfig } from './shared/config';
 import { json, limits, route } from './shared/http';
 import { openApiDocument } from './shared/openapi';
 
 const document = openApiDocument(routes, {
   limits,
+  idempotencyTtlSeconds: loadTurnConfig().idempotencyTtlSeconds,
   models: loadChatConfig().models,
   version: packageJson.version,
 });

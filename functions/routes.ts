@@ -261,6 +261,7 @@ export const routes: readonly RouteDefinition[] = [
 export const reservedChatIds: ReadonlySet<string> = new Set(
   routes.flatMap((route) => {
     const first = route.path.split('/')[1] ?? '';
-    return first === '' || first.startsWith('{') ? [] : [first];
+    // Only words a chat id could be (openapi.json could not: ids hold no dot).
+    return /^[A-Za-z0-9_-]+$/.test(first) ? [first] : [];
   }),
 );

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import { type RouteDefinition, routes } from '../functions/routes';
+import { loadCorsConfig } from '../functions/shared/config';
 import {
   type ChatProxyError,
   ForbiddenError,
@@ -33,6 +34,12 @@ export interface LocalServerOptions {
   readonly loadHandler?: (route: RouteDefinition) => Promise<LocalHandler>;
   /** No per-request log line. @default false */
   readonly quiet?: boolean;
+  /**
+   * Browser origins whose CORS preflights are answered, as API Gateway does when deployed with
+   * `corsOrigins` (the functions add the headers to the answers themselves).
+   * @default CORS_ALLOWED_ORIGINS
+   */
+  readonly corsOrigins?: readonly string[];
 }
 
 /** API Gateway's own payload limit; the handlers enforce their smaller, configured one. */
@@ -91,6 +98,31 @@ function findRoutes(path: string): Match[] {
     const pathParameters = matchPath(route.path, path);
     return pathParameters === undefined ? [] : [{ route, pathParameters }];
   });
+}
+
+/** A CORS preflight, answered without a key or a function, as API Gateway answers it. */
+function answerPreflight(
+  req: IncomingMessage,
+  res: ServerResponse,
+  origins: readonly string[],
+  matches: Match[],
+): void {
+  const origin = req.headers.origin;
+  const allowed = origins.includes('*')
+    ? '*'
+    : origin !== undefined && origins.includes(origin)
+      ? origin
+      : undefined;
+  res.writeHead(204, {
+    ...(allowed ? { 'Access-Control-Allow-Origin': allowed } : {}),
+    'Access-Control-Allow-Methods': [
+      ...new Set([...matches.map((match) => match.route.method), 'OPTIONS']),
+    ].join(', '),
+    'Access-Control-Allow-Headers': 'Content-Type, x-api-key, Idempotency-Key, Accept',
+    'Access-Control-Max-Age': '600',
+    Vary: 'Origin',
+  });
+  res.end();
 }
 
 /** Answers one of the functions' own error classes, as API Gateway answers its errors before a function runs. */
@@ -229,12 +261,18 @@ export function createLocalServer(options: LocalServerOptions): Server {
     return loading;
   };
 
+  const corsOrigins = options.corsOrigins ?? loadCorsConfig().allowedOrigins;
+
   const serve = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const method = req.method ?? 'GET';
     const url = new URL(req.url ?? '/', 'http://local');
     const matches = findRoutes(url.pathname);
     if (matches.length === 0) {
       sendError(res, new NotFoundError(`No route for ${url.pathname}`));
+      return;
+    }
+    if (method === 'OPTIONS' && corsOrigins.length > 0) {
+      answerPreflight(req, res, corsOrigins, matches);
       return;
     }
     // As in API Gateway, the most specific resource is chosen first, then its method: DELETE

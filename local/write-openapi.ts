@@ -5,13 +5,14 @@
  */
 import { writeFileSync } from 'node:fs';
 import { routes } from '../functions/routes';
-import { loadChatConfig, loadLimits } from '../functions/shared/config';
+import { loadChatConfig, loadLimits, loadTurnConfig } from '../functions/shared/config';
 import { openApiDocument } from '../functions/shared/openapi';
 import packageJson from '../package.json';
 
 export function defaultOpenApiDocument(): Record<string, unknown> {
   return openApiDocument(routes, {
     limits: loadLimits({}),
+    idempotencyTtlSeconds: loadTurnConfig({}).idempotencyTtlSeconds,
     models: loadChatConfig({}).models,
     version: packageJson.version,
   });

@@ -560,7 +560,10 @@ export class RedisChatRepository implements ChatRepository {
   async clearMessages(chat: ChatRef): Promise<void> {
     const now = Date.now();
     await this.run((redis) =>
-      Promise.all([scripted(redis).clearMessages(...chatKeys(chat), now), this.index(redis, chat, now)]),
+      Promise.all([
+        scripted(redis).clearMessages(...chatKeys(chat), now, this.defaultTtlSeconds),
+        this.index(redis, chat, now),
+      ]),
     );
   }
 

@@ -93,10 +93,12 @@ export function route(
  */
 export function corsHeaders(event: ApiEvent): Record<string, string> | undefined {
   if (allowedOrigins.length === 0) return undefined;
-  if (allowedOrigins.includes('*')) return { 'Access-Control-Allow-Origin': '*' };
+  // Without this, a browser app could not read the paging cursors or the replay marker.
+  const expose = { 'Access-Control-Expose-Headers': 'Link, Idempotent-Replayed, Retry-After' };
+  if (allowedOrigins.includes('*')) return { 'Access-Control-Allow-Origin': '*', ...expose };
   const origin = header(event, 'origin');
   if (origin === undefined || !allowedOrigins.includes(origin)) return { Vary: 'Origin' };
-  return { 'Access-Control-Allow-Origin': origin, Vary: 'Origin' };
+  return { 'Access-Control-Allow-Origin': origin, Vary: 'Origin', ...expose };
 }
 
 /** A request header, whatever its case. */

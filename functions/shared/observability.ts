@@ -67,10 +67,21 @@ function publish(record: RequestRecord): void {
   if (record.upstream_latency_ms !== undefined) {
     metrics.addMetric('UpstreamLatency', MetricUnit.Milliseconds, record.upstream_latency_ms);
   }
-  if (record.error_code?.startsWith('upstream_')) metrics.addMetric('UpstreamErrors', MetricUnit.Count, 1);
+  // OpenAI failing a turn; a request OpenAI refused as invalid (upstream_rejected) is the client's.
+  if (
+    record.turn_attempted &&
+    record.error_code?.startsWith('upstream_') &&
+    record.error_code !== 'upstream_rejected'
+  ) {
+    metrics.addMetric('UpstreamErrors', MetricUnit.Count, 1);
+  }
   if (record.error_code === 'chat_busy') metrics.addMetric('ChatBusy', MetricUnit.Count, 1);
   if (record.replayed) metrics.addMetric('IdempotentReplays', MetricUnit.Count, 1);
   if ((record.status ?? 0) >= 500) metrics.addMetric('ServerErrors', MetricUnit.Count, 1);
+  if (record.prompt_tokens || record.completion_tokens) {
+    metrics.addMetric('PromptTokens', MetricUnit.Count, record.prompt_tokens ?? 0);
+    metrics.addMetric('CompletionTokens', MetricUnit.Count, record.completion_tokens ?? 0);
+  }
   metrics.publishStoredMetrics();
 
   // Extra dimension sets go out as their own EMF documents, so the service-level ones above stay

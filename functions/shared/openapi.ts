@@ -1,4 +1,9 @@
-import type { QueryParameterName, ResponseSchemaName, RouteDefinition } from '../routes';
+import {
+  type QueryParameterName,
+  type ResponseSchemaName,
+  type RouteDefinition,
+  reservedChatIds,
+} from '../routes';
 import type { Limits } from './config';
 import { MAX_WAIT_MS, requestSchemas } from './schemas';
 import type { JsonSchema } from './validation';
@@ -132,6 +137,7 @@ function operation(
   route: RouteDefinition,
   limits: Limits,
   bodies: ReturnType<typeof requestSchemas>,
+  idempotencyTtlSeconds: number,
 ): Schema {
   const parameters: Schema[] = [];
   if (route.path.includes('{chat_id}')) {
@@ -139,7 +145,7 @@ function operation(
       name: 'chat_id',
       in: 'path',
       required: true,
-      description: 'Any id of your choosing; the reserved words system, mod, chats and usage are refused',
+      description: `Any id of your choosing; the reserved words ${[...reservedChatIds].join(', ')} are refused`,
       schema: { type: 'string', pattern: `^[A-Za-z0-9_-]{1,${limits.maxChatIdLength}}$` },
     });
   }
@@ -150,7 +156,7 @@ function operation(
       name: 'Idempotency-Key',
       in: 'header',
       required: false,
-      description: 'Repeats within 24 h get the first answer again, without running twice',
+      description: `Repeats within ${idempotencyTtlSeconds} s get the first answer again, without running twice`,
       schema: { type: 'string', minLength: 1, maxLength: 255 },
     });
   }
@@ -202,6 +208,7 @@ function operation(
 
 export interface OpenApiOptions {
   readonly limits: Limits;
+  readonly idempotencyTtlSeconds: number;
   readonly models: readonly string[];
   readonly version: string;
 }
@@ -216,6 +223,7 @@ export function openApiDocument(routes: readonly RouteDefinition[], options: Ope
       route,
       options.limits,
       bodies,
+      options.idempotencyTtlSeconds,
     );
   }
   return {

@@ -130,13 +130,15 @@ touch(ARGV[2], ARGV[3])
 return cjson.encode(read_settings())`,
 
   /**
-   * ARGV now -> deletes the messages (the system prompt and settings stay) and moves the
-   * generation on, so a turn in flight will not be stored.
+   * ARGV now defaultTtl -> deletes the messages (the system prompt and settings stay) and moves
+   * the generation on, so a turn in flight will not be stored. Like any write, it marks the chat
+   * (which exists from then on, empty) and restarts its retention.
    */
-  clearMessages: `
+  clearMessages: `${touch}
 redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[1])
-return redis.call('HINCRBY', KEYS[1], 'gen', 1)`,
+local generation = redis.call('HINCRBY', KEYS[1], 'gen', 1)
+touch(ARGV[1], ARGV[2])
+return generation`,
 
   /** -> deletes every key of the chat, idempotency records included; 1 if it existed. */
   deleteChat: `

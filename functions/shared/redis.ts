@@ -5,10 +5,14 @@ import { getSecretString } from './secrets';
 
 export const redisConfig = loadRedisConfig();
 
+const AUTH_ERROR = /^(WRONGPASS|NOAUTH|NOPERM)\b/;
+
 /** A single node or a cluster: the repository works the same on both. */
 export type RedisClient = Redis | Cluster;
 
 let connecting: Promise<RedisClient> | undefined;
+/** Set when Redis refused our credentials: the next client reads the URL secret afresh. */
+let refreshSecret = false;
 
 /**
  * The container's one Redis connection, created on first use (the URL may have to be read from
@@ -23,8 +27,12 @@ export function getRedis(): Promise<RedisClient> {
 }
 
 async function createClient(): Promise<RedisClient> {
+  const forceRefresh = refreshSecret;
+  refreshSecret = false;
   const url =
-    'value' in redisConfig.url ? redisConfig.url.value : await getSecretString(redisConfig.url.secretArn);
+    'value' in redisConfig.url
+      ? redisConfig.url.value
+      : await getSecretString(redisConfig.url.secretArn, { forceRefresh });
   if (!/^rediss?:\/\//.test(url)) {
     throw new StorageUnavailableError(
       'Chat storage is not configured: the Redis URL secret holds no redis:// URL',
@@ -92,7 +100,18 @@ export async function withRedis<T>(operation: (redis: RedisClient) => Promise<T>
   try {
     return await operation(redis);
   } catch (error) {
-    if (error instanceof ReplyError) throw error;
+    if (error instanceof ReplyError && !AUTH_ERROR.test(String((error as Error).message))) throw error;
+    if (error instanceof ReplyError) {
+      // The password was rotated, or the secret holds a wrong one: drop this connection, so the
+      // next request reads the secret again instead of failing until the container recycles.
+      if (connecting !== undefined && (await connecting.catch(() => undefined)) === redis)
+        connecting = undefined;
+      refreshSecret = true;
+      redis.disconnect();
+      throw new StorageUnavailableError('Chat storage refused our credentials, try again shortly', {
+        cause: error,
+      });
+    }
     throw new StorageUnavailableError(undefined, { cause: error });
   }
 }

@@ -23,16 +23,18 @@ export async function answerTurn(
   user: ChatMessage,
   request: TurnRequest,
 ): Promise<void> {
-  annotate({ turn_attempted: true });
   const stream = wantsStream(event, request.stream);
   const waitMs = request.wait_ms ?? 0;
   const outcome = await idempotently(
     event,
     chat,
-    (): Promise<TurnReply | undefined> =>
-      stream
+    (): Promise<TurnReply | undefined> => {
+      // A replayed answer is not an attempt: only turns that run count.
+      annotate({ turn_attempted: true });
+      return stream
         ? streamTurn(chat, user, { waitMs, open: () => reply.events(), signal: reply.signal })
-        : runTurn(chat, user, { waitMs }),
+        : runTurn(chat, user, { waitMs });
+    },
     (result) =>
       result === undefined
         ? undefined

@@ -126,7 +126,7 @@ describe('EMF metrics', () => {
         'CompletionTokens',
       ]),
     );
-    const perTenant = lines.find((line) => 'PromptTokens' in line);
+    const perTenant = lines.find((line) => 'PromptTokens' in line && 'tenant' in line);
     expect(perTenant).toMatchObject({ tenant, service: 'chat-proxy' });
   });
 

@@ -52,7 +52,7 @@ async function waitUntilReady(url: string, timeoutMs: number): Promise<void> {
  * Spawns a throwaway `redis-server` (no persistence) on a free port. Tests never touch the
  * machine's own Redis unless REDIS_URL says so.
  */
-export async function spawnRedisServer(): Promise<RedisServerProcess> {
+export async function spawnRedisServer(options: { password?: string } = {}): Promise<RedisServerProcess> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'chat-proxy-redis-'));
   const url = `redis://127.0.0.1:${port}`;
@@ -61,7 +61,10 @@ export async function spawnRedisServer(): Promise<RedisServerProcess> {
   const start = async () => {
     const started = spawn(
       'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+      [
+        ...['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+        ...(options.password ? ['--requirepass', options.password] : []),
+      ],
       { stdio: 'ignore' },
     );
     child = started;
@@ -71,7 +74,10 @@ export async function spawnRedisServer(): Promise<RedisServerProcess> {
       );
       started.once('spawn', () => resolve());
     });
-    await waitUntilReady(url, 10_000);
+    await waitUntilReady(
+      options.password ? url.replace('redis://', `redis://:${options.password}@`) : url,
+      10_000,
+    );
   };
 
   const stop = async () => {
