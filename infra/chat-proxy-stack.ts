@@ -80,7 +80,9 @@ export class ChatProxyStack extends Stack {
       routeFunction.bindMetrics(APP_METRICS);
       routeFunction.applyChatSettings(config.openAiModel, config.chat);
       // Each function gets access to exactly what its route needs, nothing more.
-      if (needsRedis) routeFunction.bindRedis(secrets.redisUrl, { cluster: store !== undefined });
+      if (needsRedis) {
+        routeFunction.bindRedis(secrets.redisUrl, { cluster: store !== undefined || config.redisCluster });
+      }
       if (route.needs.includes('openai')) {
         routeFunction.bindOpenAi(secrets.openAiApiKey, { moderationModel: config.openAiModerationModel });
       }

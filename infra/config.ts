@@ -61,6 +61,12 @@ export interface StackConfig {
    * @default 'external'
    */
   readonly storage: StorageMode;
+  /**
+   * With `storage: 'external'`: the Redis behind the URL is a cluster (Redis Cluster, ElastiCache or
+   * MemoryDB in cluster mode), so the functions use a cluster client. Provisioned storage always is.
+   * @default false
+   */
+  readonly redisCluster: boolean;
   /** The MemoryDB cluster of `storage: 'provisioned'`; ignored otherwise. */
   readonly memoryDb: MemoryDbSettings;
   /**
@@ -183,6 +189,7 @@ export function readStackConfig(node: Node): StackConfig {
     quotaLimit: numberIn(raw('quotaLimit'), 'quotaLimit', { min: 1, integer: true }) ?? 10_000,
     quotaPeriod: period(raw('quotaPeriod'), 'quotaPeriod') ?? Period.DAY,
     storage,
+    redisCluster: flag(raw('redisCluster'), 'redisCluster') ?? false,
     memoryDb: {
       nodeType: memoryDbNodeType(raw('memoryDbNodeType'), 'memoryDbNodeType') ?? 'db.t4g.small',
       shards: numberIn(raw('memoryDbShards'), 'memoryDbShards', { min: 1, max: 500, integer: true }) ?? 1,

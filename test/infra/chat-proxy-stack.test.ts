@@ -371,3 +371,13 @@ describe('ChatProxyStack with chat settings', () => {
     }
   });
 });
+
+describe('ChatProxyStack with an external Redis Cluster', () => {
+  const byRoute = resourcesByRoute(synthesize({ redisCluster: true }).template);
+
+  it('tells the functions that use Redis to use a cluster client', () => {
+    for (const { route, environment } of byRoute.values()) {
+      expect(environment.REDIS_CLUSTER, route.id).toBe(route.needs.includes('redis') ? 'true' : undefined);
+    }
+  });
+});

@@ -24,6 +24,7 @@ describe('readStackConfig', () => {
       quotaLimit: 10_000,
       quotaPeriod: Period.DAY,
       storage: 'external',
+      redisCluster: false,
       memoryDb: { nodeType: 'db.t4g.small', shards: 1, replicasPerShard: 1 },
       natGateways: 2,
       corsOrigins: undefined,
