@@ -8,10 +8,10 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
-import { createServer as createNetServer } from 'node:net';
 import { join, relative, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import { ConfigError, loadLimits, loadOpenAiConfig, loadRedisConfig } from '../functions/shared/config';
+import { freePort } from './free-port';
 import { startOpenAiStandIn } from './openai-stand-in';
 import { createLocalServer } from './server';
 
@@ -48,21 +48,6 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     if (stopping) return;
     console.log(`\nchat-proxy: ${signal}, stopping`);
     void shutdown(0);
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const probe = createNetServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const address = probe.address();
-      probe.close(() =>
-        typeof address === 'object' && address
-          ? resolvePort(address.port)
-          : reject(new Error('no free port')),
-      );
-    });
   });
 }
 
