@@ -1,0 +1,57 @@
+import { mean, pairedPercentileDifferenceInterval, percentile } from './stats';
+
+/** Interleaved samples: A (through the proxy) and B (straight to the upstream), in ms, pair by pair. */
+export interface AbSamples {
+  readonly label: string;
+  /** What the chat held, e.g. "100 stored messages". */
+  readonly chat: string;
+  /** Messages each request sent upstream (system prompts, history and the new one). */
+  readonly sentMessages: number;
+  readonly a: number[];
+  readonly b: number[];
+}
+
+export interface AbSummary {
+  readonly label: string;
+  readonly chat: string;
+  readonly sentMessages: number;
+  readonly n: number;
+  readonly aP50: number;
+  readonly aP99: number;
+  readonly bP50: number;
+  readonly bP99: number;
+  readonly overheadP50: number;
+  readonly overheadP99: number;
+  readonly overheadP50Interval: { low: number; high: number };
+  readonly overheadP99Interval: { low: number; high: number };
+  /** Median of the per-pair differences A - B: a second, pairing-aware view of the overhead. */
+  readonly pairedMedian: number;
+  readonly aMean: number;
+  readonly bMean: number;
+}
+
+export function summarize(samples: AbSamples): AbSummary {
+  const { a, b } = samples;
+  const differences = a.map((value, i) => value - (b[i] ?? Number.NaN));
+  const aP50 = percentile(a, 50);
+  const bP50 = percentile(b, 50);
+  const aP99 = percentile(a, 99);
+  const bP99 = percentile(b, 99);
+  return {
+    label: samples.label,
+    chat: samples.chat,
+    sentMessages: samples.sentMessages,
+    n: a.length,
+    aP50,
+    aP99,
+    bP50,
+    bP99,
+    overheadP50: aP50 - bP50,
+    overheadP99: aP99 - bP99,
+    overheadP50Interval: pairedPercentileDifferenceInterval(a, b, 50),
+    overheadP99Interval: pairedPercentileDifferenceInterval(a, b, 99),
+    pairedMedian: percentile(differences, 50),
+    aMean: mean(a),
+    bMean: mean(b),
+  };
+}

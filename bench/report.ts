@@ -1,0 +1,710 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import type { AbSummary } from './ab';
+import type { ColdStartResult } from './cold-start';
+import { repoRoot } from './cold-start';
+import type { ThroughputResult } from './http';
+import type { PhaseLoad } from './load';
+import type { MemoryResult } from './memory';
+import { type ProfileSummary, profileDifference } from './profile';
+import type { RoundTripResult } from './round-trips';
+
+export interface MachineInfo {
+  readonly cpu: string;
+  readonly cores: number;
+  readonly memoryGiB: number;
+  readonly node: string;
+  readonly redis: string;
+  readonly date: string;
+  readonly commit: string;
+}
+
+export interface BenchResults {
+  readonly machine: MachineInfo;
+  readonly command: string;
+  readonly quick: boolean;
+  readonly budget: number;
+  readonly tokens: { user: number; reply: number };
+  /** 0, 100 and 10,000 stored messages, in that order. */
+  readonly handlerCases: AbSummary[];
+  readonly httpCase: AbSummary;
+  readonly roundTrips: RoundTripResult[];
+  readonly redisWait: { waitMedianMs: number; turnMedianMs: number; batches: string };
+  readonly writes: ConsoleWrites;
+  /** CPU profiles of handler turns (A) and of direct calls (B), on the 100-message chat. */
+  readonly profileA: ProfileSummary;
+  readonly profileB: ProfileSummary;
+  readonly memory: MemoryResult;
+  readonly throughput: ThroughputResult[];
+  readonly coldStart: ColdStartResult;
+  readonly load: PhaseLoad[];
+  readonly seconds: number;
+}
+
+/** What a buffered turn writes to the process's stdout and stderr. */
+export interface ConsoleWrites {
+  readonly perTurn: { stdout: number; stderr: number };
+  readonly samples: string[];
+}
+
+/** Targets of issue 7. */
+export const TARGETS = {
+  handlerOverheadP50Ms: 0.5,
+  handlerOverheadP99Ms: 3,
+  httpOverheadP50Ms: 1.5,
+  longChatRatio: 1.5,
+  healthImportMs: 10,
+  chatImportMs: 100,
+  otherImportMs: 60,
+  bundleBytes: 400_000,
+  /**
+   * Heap still reachable after full collections may grow by at most this over 10,000 turns: a
+   * leak of 100 bytes per turn (smaller than any object a turn creates, such as one stored message
+   * or request record) would show as 1 MB.
+   */
+  heapGrowthBytes: 1_000_000,
+  /**
+   * RSS may grow by at most this. While turns run, RSS rises by 100 MB or more (V8 grows its young
+   * generation, each turn's upstream deadline keeps its request reachable for OPENAI_TIMEOUT_MS),
+   * and after the pause V8 and malloc hand back more or less of it: in the runs that set this
+   * threshold (heap flat each time) the quiet-to-quiet RSS moved between −33 and +18 MB. 32 MB sits
+   * above that noise, and a native leak of 3.2 KB per turn (a socket, a buffer) would still reach it.
+   */
+  rssGrowthBytes: 32_000_000,
+} as const;
+
+function command(file: string, args: string[]): string {
+  try {
+    return execFileSync(file, args, {
+      cwd: repoRoot,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+export function machineInfo(date: Date): MachineInfo {
+  let cpu = cpus()[0]?.model ?? 'unknown';
+  try {
+    const line = readFileSync('/proc/cpuinfo', 'utf8')
+      .split('\n')
+      .find((entry) => entry.startsWith('model name'));
+    if (line) cpu = line.slice(line.indexOf(':') + 1).trim();
+  } catch {
+    // Not Linux: the os module's name will do.
+  }
+  const commit = command('git', ['rev-parse', '--short', 'HEAD']);
+  const dirty = command('git', ['status', '--porcelain', '--untracked-files=no']) !== '';
+  return {
+    cpu,
+    cores: cpus().length,
+    memoryGiB: totalmem() / 2 ** 30,
+    node: process.version,
+    redis: command('redis-server', ['--version']).replace(/^Redis server v=(\S+).*$/, '$1'),
+    date: date.toISOString(),
+    commit: dirty ? `${commit} (with uncommitted changes in the working tree)` : commit,
+  };
+}
+
+const ms = (value: number, digits = 3) => (Number.isFinite(value) ? value.toFixed(digits) : 'n/a');
+const kb = (bytes: number) => `${(bytes / 1000).toFixed(1)}`;
+const mb = (bytes: number) => `${(bytes / 1e6).toFixed(2)}`;
+const pct = (share: number | undefined) =>
+  share === undefined || !Number.isFinite(share) ? 'n/a' : `${Math.round(share * 100)}%`;
+const verdict = (pass: boolean) => (pass ? 'PASS' : '**MISS**');
+
+/** A Markdown table with its columns padded to a common width, so it reads as a table in a terminal too. */
+function table(header: string[], rows: string[][]): string {
+  const width = (text: string) => [...text].length;
+  // A pipe would end the cell, even inside backticks.
+  const escaped = rows.map((row) => row.map((cell) => cell.replaceAll('|', '\\|')));
+  const widths = header.map((title, column) =>
+    Math.max(3, width(title), ...escaped.map((row) => width(row[column] ?? ''))),
+  );
+  const pad = (text: string, column: number) => text + ' '.repeat((widths[column] ?? 0) - width(text));
+  const line = (cells: string[]) => `| ${cells.map((cell, column) => pad(cell, column)).join(' | ')} |`;
+  return [line(header), line(widths.map((size) => '-'.repeat(size))), ...escaped.map(line)].join('\n');
+}
+
+interface Target {
+  readonly name: string;
+  readonly measured: string;
+  readonly pass: boolean;
+}
+
+function functionLabel(fn: ColdStartResult['functions'][number]): string {
+  return `${fn.method} ${fn.path}`;
+}
+
+function importLimit(fn: ColdStartResult['functions'][number]): number {
+  if (fn.category === 'health') return TARGETS.healthImportMs;
+  if (fn.category === 'chat/img') return TARGETS.chatImportMs;
+  return TARGETS.otherImportMs;
+}
+
+/** Packages a route's bundle carries that its needs do not call for (a heuristic on the big three). */
+function unneeded(fn: ColdStartResult['functions'][number]): string[] {
+  const needs = new Set(fn.route?.needs ?? []);
+  const bundled = new Set(fn.bundled.map((item) => item.name));
+  const extra: string[] = [];
+  if (!needs.has('openai') && bundled.has('openai')) extra.push('openai');
+  if (!needs.has('redis') && bundled.has('ioredis')) extra.push('ioredis');
+  if (
+    !(needs as Set<string>).has('tokenizer') &&
+    (bundled.has('gpt-tokenizer') || fn.assetFiles.some((file) => /o200k|ranks/i.test(file)))
+  )
+    extra.push('gpt-tokenizer');
+  if (
+    !needs.has('redis') &&
+    !needs.has('openai') &&
+    fn.externals.some((name) => name.startsWith('@aws-sdk/'))
+  )
+    extra.push('@aws-sdk (no secret to read)');
+  if (
+    fn.category === 'health' &&
+    (fn.externals.length > 0 || fn.bundled.some((item) => !item.name.startsWith('functions/')))
+  )
+    extra.push(
+      ...fn.externals,
+      ...fn.bundled.filter((item) => !item.name.startsWith('functions/')).map((item) => item.name),
+    );
+  return [...new Set(extra)];
+}
+
+function targets(results: BenchResults): Target[] {
+  const [, full, long] = results.handlerCases;
+  const found: Target[] = [];
+  if (full) {
+    found.push({
+      name: `Turn overhead in the handler, p50 ≤ ${TARGETS.handlerOverheadP50Ms} ms (100-message chat)`,
+      measured: `${ms(full.overheadP50)} ms`,
+      pass: full.overheadP50 <= TARGETS.handlerOverheadP50Ms,
+    });
+    found.push({
+      name: `Turn overhead in the handler, p99 ≤ ${TARGETS.handlerOverheadP99Ms} ms (100-message chat)`,
+      measured: `${ms(full.overheadP99)} ms`,
+      pass: full.overheadP99 <= TARGETS.handlerOverheadP99Ms,
+    });
+  }
+  found.push({
+    name: `Turn overhead through the local HTTP server, p50 ≤ ${TARGETS.httpOverheadP50Ms} ms`,
+    measured: `${ms(results.httpCase.overheadP50)} ms`,
+    pass: results.httpCase.overheadP50 <= TARGETS.httpOverheadP50Ms,
+  });
+  if (full && long) {
+    const ratio = long.aP50 / full.aP50;
+    found.push({
+      name: `Turn on the 10,000-message chat within ${TARGETS.longChatRatio}× of one on the chat that just fills the budget (p50 turn time)`,
+      measured: `${ratio.toFixed(2)}× (${ms(long.aP50)} vs ${ms(full.aP50)} ms)`,
+      pass: ratio <= TARGETS.longChatRatio,
+    });
+  }
+  for (const trip of results.roundTrips) {
+    if (trip.target === undefined) continue;
+    const exact = trip.roundTrips.min === trip.target && trip.roundTrips.max === trip.target;
+    found.push({
+      name: `Redis round trips per ${trip.operation} = ${trip.target}`,
+      measured: range(trip.roundTrips),
+      pass: exact,
+    });
+  }
+  const fns = results.coldStart.functions;
+  const health = fns.filter((fn) => fn.category === 'health');
+  const chat = fns.filter((fn) => fn.category === 'chat/img');
+  const other = fns.filter((fn) => fn.category === 'other');
+  const slowest = (list: typeof fns) =>
+    list.reduce<(typeof fns)[number] | undefined>(
+      (worst, fn) =>
+        worst === undefined || !(fn.timing.median <= worst.timing.median) || fn.failure ? fn : worst,
+      undefined,
+    );
+  const importTarget = (label: string, list: typeof fns, limit: number) => {
+    const worst = slowest(list);
+    const misses = list.filter((fn) => fn.failure !== undefined || !(fn.timing.median <= limit));
+    found.push({
+      name: `Cold import: ${label} ≤ ${limit} ms`,
+      measured:
+        worst === undefined
+          ? 'no such function'
+          : misses.length === 0
+            ? `slowest ${functionLabel(worst)}: ${ms(worst.timing.median, 1)} ms`
+            : misses.length <= 2
+              ? misses
+                  .map(
+                    (fn) => `${functionLabel(fn)} ${fn.failure ? 'failed' : `${ms(fn.timing.median, 1)} ms`}`,
+                  )
+                  .join('; ')
+              : `${misses.length} of ${list.length} over, ${ms(Math.min(...misses.map((fn) => fn.timing.median)), 1)}–` +
+                `${ms(Math.max(...misses.map((fn) => fn.timing.median)), 1)} ms (slowest ${functionLabel(worst)}; each in section 3)`,
+      pass: list.length > 0 && misses.length === 0,
+    });
+  };
+  importTarget('the health function', health, TARGETS.healthImportMs);
+  importTarget('each chat/image function', chat, TARGETS.chatImportMs);
+  importTarget('every other function', other, TARGETS.otherImportMs);
+  const big = fns.filter((fn) => fn.indexBytes > TARGETS.bundleBytes);
+  const largest = fns.reduce(
+    (max, fn) => (fn.indexBytes > max.indexBytes ? fn : max),
+    fns[0] ?? ({ indexBytes: 0 } as (typeof fns)[number]),
+  );
+  found.push({
+    name: `No bundle (index.js) over ${TARGETS.bundleBytes / 1000} KB`,
+    measured:
+      big.length === 0
+        ? `largest ${largest.method ? functionLabel(largest) : ''}: ${kb(largest.indexBytes)} KB`
+        : big.map((fn) => `${functionLabel(fn)} ${kb(fn.indexBytes)} KB`).join('; '),
+    pass: big.length === 0,
+  });
+  const sourceMaps = fns.filter((fn) => fn.nodeOptions?.includes('--enable-source-maps'));
+  found.push({
+    name: 'No function enables source maps via NODE_OPTIONS=--enable-source-maps',
+    measured: sourceMaps.length === 0 ? 'none does' : sourceMaps.map(functionLabel).join(', '),
+    pass: sourceMaps.length === 0,
+  });
+  const healthExtras = health.flatMap(unneeded);
+  found.push({
+    name: 'The health function imports no SDK, no Redis, no OpenAI',
+    measured:
+      health.length === 0
+        ? 'no health function'
+        : healthExtras.length === 0
+          ? `requires ${health[0]?.externals.length === 0 ? 'no package' : health[0]?.externals.join(', ')}; bundles ${health[0]?.bundled.map((item) => item.name).join(', ') || 'nothing'}`
+          : healthExtras.join(', '),
+    pass: health.length > 0 && healthExtras.length === 0,
+  });
+  const extras = fns.filter((fn) => fn.category !== 'health' && unneeded(fn).length > 0);
+  found.push({
+    name: "Each function's dependencies are only what its route needs (OpenAI, Redis, the tokenizer only where the route table says it needs them)",
+    measured:
+      extras.length === 0
+        ? 'no route bundles openai, ioredis or the tokenizer it does not need'
+        : extras.map((fn) => `${functionLabel(fn)}: ${unneeded(fn).join(', ')}`).join('; '),
+    pass: extras.length === 0,
+  });
+  const { memory } = results;
+  found.push({
+    name: `Memory over ${memory.turns.toLocaleString('en-US')} turns: heap growth ≤ ${mb(TARGETS.heapGrowthBytes)} MB and RSS growth ≤ ${mb(TARGETS.rssGrowthBytes)} MB`,
+    measured: `heap ${signed(memory.heapGrowth)} MB, RSS ${signed(memory.rssGrowth)} MB`,
+    pass: memory.heapGrowth <= TARGETS.heapGrowthBytes && memory.rssGrowth <= TARGETS.rssGrowthBytes,
+  });
+  return found;
+}
+
+const signed = (bytes: number) => `${bytes >= 0 ? '+' : '−'}${mb(Math.abs(bytes))}`;
+const range = ({ min, max }: { min: number; max: number }) => (min === max ? String(min) : `${min}–${max}`);
+
+function overheadRows(cases: AbSummary[]): string[][] {
+  return cases.map((item) => [
+    item.label,
+    item.chat,
+    String(item.sentMessages),
+    String(item.n),
+    ms(item.aP50),
+    ms(item.aP99),
+    ms(item.bP50),
+    ms(item.bP99),
+    `**${ms(item.overheadP50)}** [${ms(item.overheadP50Interval.low)}, ${ms(item.overheadP50Interval.high)}]`,
+    `**${ms(item.overheadP99)}** [${ms(item.overheadP99Interval.low)}, ${ms(item.overheadP99Interval.high)}]`,
+    ms(item.pairedMedian),
+  ]);
+}
+
+export function renderReport(results: BenchResults): string {
+  const { machine, coldStart, memory } = results;
+  const all = targets(results);
+  const missed = all.filter((target) => !target.pass);
+  const out: string[] = [];
+  out.push('# Benchmark results');
+  out.push('');
+  if (results.quick)
+    out.push('> **QUICK RUN (`--quick`): small samples, for trying the bench out, not for the record.**\n');
+  out.push(
+    `- Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB.toFixed(1)} GiB memory`,
+    `- Node ${machine.node}, redis-server ${machine.redis}`,
+    `- Date: ${machine.date}`,
+    `- Commit: ${machine.commit}`,
+    `- Command: \`${results.command}\` (took ${(results.seconds / 60).toFixed(1)} min)`,
+    '',
+    ...sharedMachineNote(results),
+    `${missed.length === 0 ? 'All targets met.' : `**${missed.length} of ${all.length} targets missed.**`}`,
+    '',
+    '## Targets (issue 7)',
+    '',
+    table(
+      ['Target', 'Measured', ''],
+      all.map((target) => [target.name, target.measured, verdict(target.pass)]),
+    ),
+    '',
+    '## 1. Turn overhead',
+    '',
+    `A: a buffered \`POST /{chat_id}/chat\` turn through the handler (in process, invoked as Lambda would, ` +
+      'via test/support/handlers.ts). B: right after each A, the very request A sent upstream (captured at the ' +
+      'stand-in), sent again straight to the stand-in by an `openai` SDK client built like ' +
+      'functions/shared/openai.ts builds its own (same base URL, timeout and retries). Overhead = pN(A) − pN(B); ' +
+      'in brackets a 95% bootstrap interval (pairs resampled together); "median(A−B)" is the median of the ' +
+      'per-pair differences. B always runs right after its A (the order is A, B, A, B, …), so B may find caches a ' +
+      "little warmer. The intervals are within this run only: between runs, the machine's state moves the figures " +
+      'more than that (by up to about 20% at p50 on this machine), so near a threshold compare several runs. Through the local HTTP server: A is a `fetch` to the dev server (a child process, ' +
+      'as `npm run dev` runs), B a `fetch` of the same upstream request straight to the stand-in. Times in ms; ' +
+      'percentiles are nearest-rank.',
+    '',
+    table(
+      [
+        'Path',
+        'Chat',
+        'Msgs sent',
+        'Pairs',
+        'A p50',
+        'A p99',
+        'B p50',
+        'B p99',
+        'Overhead p50 [95% CI]',
+        'Overhead p99 [95% CI]',
+        'median(A−B)',
+      ],
+      overheadRows([...results.handlerCases, results.httpCase]),
+    ),
+    '',
+    `Every chat holds the same exchange: a ${results.tokens.user}-token user message and a ${results.tokens.reply}-token ` +
+      `reply (tokens as functions/shared/tokens.ts counts them, with the per-message overhead), and the stand-in always answers that reply, ` +
+      `so every turn appends the pair the chats were seeded with. MAX_CONTEXT_TOKENS=${results.budget}: exactly the ` +
+      '100 stored messages, the new one and the 3 reply-priming tokens, so the 100-message chat just fills the budget and ' +
+      'the 10,000-message chat sends the same 101 messages (checked on every turn). Logs and metrics are off ' +
+      '(POWERTOOLS_LOG_LEVEL=SILENT, POWERTOOLS_METRICS_DISABLED=true); deployed, each request also writes its log line and EMF metrics.',
+    '',
+    `Ratio 10,000 : 100 messages — p50 turn time ${((results.handlerCases[2]?.aP50 ?? Number.NaN) / (results.handlerCases[1]?.aP50 ?? Number.NaN)).toFixed(2)}×, ` +
+      `p99 ${((results.handlerCases[2]?.aP99 ?? Number.NaN) / (results.handlerCases[1]?.aP99 ?? Number.NaN)).toFixed(2)}×, ` +
+      `p50 overhead ${((results.handlerCases[2]?.overheadP50 ?? Number.NaN) / (results.handlerCases[1]?.overheadP50 ?? Number.NaN)).toFixed(2)}×.`,
+    '',
+    '## 2. Redis round trips per operation',
+    '',
+    "Counted on the handlers' own ioredis client (its `sendCommand` patched), after a warm-up, over " +
+      `${results.roundTrips[0]?.invocations ?? 0} invocations each, on a chat that fills the budget. A round trip is the ` +
+      'commands sent before the next macrotask or before the first reply to one of them arrives.',
+    '',
+    table(
+      ['Operation', 'Round trips', 'Commands', 'Target', '', 'Batches (last invocation)'],
+      results.roundTrips.map((trip) => [
+        trip.operation,
+        range(trip.roundTrips),
+        range(trip.commands),
+        trip.target === undefined ? '—' : String(trip.target),
+        trip.target === undefined
+          ? ''
+          : verdict(trip.roundTrips.min === trip.target && trip.roundTrips.max === trip.target),
+        `\`${trip.batches}\``,
+      ]),
+    ),
+    '',
+    '## 3. Cold start',
+    '',
+    `${coldStart.synth.ran ? `\`cdk synth\` took ${coldStart.synth.seconds.toFixed(1)} s.` : ''} ${coldStart.synth.note ?? ''}`.trim(),
+    '',
+    'Each function of `cdk.out/ChatProxy.template.json`, its asset copied to a temporary folder with a CommonJS ' +
+      "package.json and `node_modules/@aws-sdk` linked to this repo's (the runtime ships `@aws-sdk`, which the bundles leave " +
+      `external), then \`require('./index.js')\` timed in a fresh \`node\` process (${coldStart.nodeVersion}; Lambda runs Node 24 ` +
+      `on arm64) with the function's environment from the template (secret ARNs as dummy ARNs) and the variables the runtime sets; ` +
+      `median of ${coldStart.functions[0]?.timing.runs ?? 0} runs, after one untimed run. No network call happens at import. ` +
+      '"Settled" is the time from the require until the event loop first ran dry: work the import started in the ' +
+      `background (e.g. loading the tokenizer's ranks), which a first request arriving at once would wait for. Node's own start-up ` +
+      `before the require: median ${ms(median(coldStart.functions.map((fn) => fn.timing.bootMedian)), 1)} ms (not included).`,
+    '',
+    table(
+      [
+        'Function',
+        'Kind',
+        `index.js KB (≤ ${TARGETS.bundleBytes / 1000})`,
+        'Asset KB',
+        'Import ms (min–max)',
+        'Settled ms',
+        'Import limit',
+        '',
+        'Requires at run time (packages)',
+        'Largest bundled packages (KB)',
+      ],
+      coldStart.functions.map((fn) => [
+        functionLabel(fn),
+        fn.category,
+        fn.indexBytes <= TARGETS.bundleBytes ? kb(fn.indexBytes) : `**${kb(fn.indexBytes)}** (over)`,
+        kb(fn.assetBytes),
+        fn.failure
+          ? `FAILED: ${fn.failure.split('\n')[0]?.slice(0, 120)}`
+          : `${ms(fn.timing.median, 1)} (${ms(fn.timing.min, 1)}–${ms(fn.timing.max, 1)})`,
+        fn.timing.settledMedian === undefined ? 'n/a' : ms(fn.timing.settledMedian, 1),
+        `≤ ${importLimit(fn)}`,
+        verdict(fn.failure === undefined && fn.timing.median <= importLimit(fn)),
+        fn.externals.length === 0 ? 'none' : fn.externals.join(', '),
+        fn.bundled
+          .slice(0, 4)
+          .map((item) => `${item.name} ${kb(item.bytes)}`)
+          .join(', '),
+      ]),
+    ),
+    '',
+    'Asset files: ' +
+      [...new Set(coldStart.functions.map((fn) => fn.assetFiles.join(' + ')))]
+        .map((files) => `\`${files}\``)
+        .join('; ') +
+      '. NODE_OPTIONS: ' +
+      ([...new Set(coldStart.functions.map((fn) => fn.nodeOptions ?? 'unset'))].join(', ') || 'unset') +
+      '. "Largest bundled packages" comes from an esbuild metafile of the route rebuilt with the stack\'s bundling options ' +
+      '(minified CJS, node24, `@aws-sdk/*` external); rebuilt vs deployed index.js: ' +
+      coldStart.functions
+        .filter(
+          (fn) =>
+            fn.replicatedBytes > 0 && Math.abs(fn.replicatedBytes - fn.indexBytes) / fn.indexBytes > 0.05,
+        )
+        .map((fn) => `${functionLabel(fn)} ${kb(fn.replicatedBytes)} vs ${kb(fn.indexBytes)} KB`)
+        .join('; ')
+        .replace(/^$/, 'within 5% for every function') +
+      '.',
+    '',
+    'What each package the functions import costs on its own (bundled alone the same way, imported in a fresh process, median):',
+    '',
+    table(
+      ['Package', 'Bundled alone, KB', 'Import ms (min–max)', 'In the deployed functions'],
+      [...coldStart.packages]
+        .sort((a, b) => (b.timing.median || 0) - (a.timing.median || 0))
+        .map((item) => [
+          `\`${item.specifier}\``,
+          item.specifier.startsWith('@aws-sdk/') ? 'external' : kb(item.bytes),
+          item.failure
+            ? `FAILED: ${item.failure.split('\n')[0]?.slice(0, 100)}`
+            : `${ms(item.timing.median, 1)} (${ms(item.timing.min, 1)}–${ms(item.timing.max, 1)})`,
+          usage(item.specifier, coldStart.functions),
+        ]),
+    ),
+    '',
+    '## 4. Memory',
+    '',
+    `Buffered turns through the handler in this process, round-robin over ${memory.chats} chats seeded with 100 messages ` +
+      `(so every turn sends the full window), ${memory.warmup.toLocaleString('en-US')} warm-up turns, then ` +
+      `${memory.turns.toLocaleString('en-US')} measured (${memory.seconds.toFixed(1)} s, ${memory.turnsPerSecond.toFixed(0)} turns/s). ` +
+      'Each reading follows full garbage collections (`--expose-gc`). The quiet readings come after a ' +
+      `${(memory.quietMs / 1000).toFixed(0)} s pause with no turn running, longer than any timer a turn arms (the upstream ` +
+      'deadline, OPENAI_TIMEOUT_MS + 1 s): what a turn still holds through such a timer is released by then, so the growth ' +
+      'from the first quiet reading to the last is what the turns left behind. Thresholds: heap ≤ ' +
+      `${mb(TARGETS.heapGrowthBytes)} MB (a leak of 100 bytes per turn would reach it; every object a turn keeps is bigger), ` +
+      `RSS ≤ ${mb(TARGETS.rssGrowthBytes)} MB (RSS rises by 100 MB or more while turns run and V8 and malloc hand only part ` +
+      'or less of it back after the pause: in the runs that set this threshold, each with a flat heap, quiet-to-quiet RSS ' +
+      'moved between −33 and +18 MB; 32 MB is above that noise yet a native leak of 3.2 KB per turn would reach it; ' +
+      'arrayBuffers shows native buffers directly).',
+    '',
+    table(
+      ['Reading', 'RSS MB', 'heapUsed MB', 'external MB', 'arrayBuffers MB'],
+      memory.checkpoints.map((point) => [
+        point.quiet
+          ? point.turns === 0
+            ? 'after the warm-up and a pause (quiet)'
+            : `after ${point.turns.toLocaleString('en-US')} turns and a pause (quiet)`
+          : `after ${point.turns.toLocaleString('en-US')} turns (running)`,
+        mb(point.rss),
+        mb(point.heapUsed),
+        mb(point.external),
+        mb(point.arrayBuffers),
+      ]),
+    ),
+    '',
+    `Left behind (quiet to quiet): RSS ${signed(memory.rssGrowth)} MB, heap ${signed(memory.heapGrowth)} MB. Held while ` +
+      `running (right after the last turn, before the pause): heap ${signed(memory.heapHeldWhileRunning)} MB; heap slope over ` +
+      `the running readings ${memory.heapSlopePerTurn.toFixed(0)} B/turn.`,
+    '',
+    '## 5. Throughput through the local HTTP server',
+    '',
+    `Each worker on its own chat (seeded with 100 messages, so every turn sends 101), sending its next turn as soon as the last ` +
+      `one answered; turns completed in a ${results.throughput[0]?.seconds ?? 0} s window after a warm-up are counted. The ` +
+      'load generator and the stand-in run in the bench process, on the same cores as the dev server and redis-server; ' +
+      'CPU is the share of one core each process used in the window.',
+    '',
+    table(
+      [
+        'Concurrent chats',
+        'Turns/s',
+        'p50 ms',
+        'p99 ms',
+        'Errors',
+        'CPU dev server',
+        'CPU bench (client + stand-in)',
+        'CPU redis-server',
+      ],
+      results.throughput.map((item) => [
+        String(item.concurrency),
+        item.turnsPerSecond.toFixed(0),
+        ms(item.p50, 2),
+        ms(item.p99, 2),
+        String(item.errors),
+        pct(item.cpu.devServer),
+        pct(item.cpu.bench),
+        pct(item.cpu.redis),
+      ]),
+    ),
+    '',
+    '## Where the time goes (diagnostics)',
+    '',
+    `- Redis: a buffered turn on the 100-message chat waits ${ms(results.redisWait.waitMedianMs)} ms (median of 200) on its ` +
+      `Redis round trips, of ${ms(results.redisWait.turnMedianMs)} ms for the whole turn in process (upstream call included). ` +
+      `Its round trips: \`${results.redisWait.batches}\`.`,
+    `- Console: a buffered turn writes ${results.writes.perTurn.stdout} time(s) to stdout and ${results.writes.perTurn.stderr} ` +
+      `time(s) to stderr with logs and metrics off${results.writes.samples.length > 0 ? `, e.g. ${results.writes.samples.map((sample) => `\`${sample}\``).join('; ')}` : ''}.`,
+    `- CPU: V8 sampling profiles (100 µs) of ${results.profileA.iterations} A turns and of ${results.profileB.iterations} B calls ` +
+      `(100-message chat), self time per turn: A ${ms(results.profileA.totalMs / results.profileA.iterations)} ms, ` +
+      `B ${ms(results.profileB.totalMs / results.profileB.iterations)} ms of CPU. The stand-in runs in this process in both, so ` +
+      'its work (and the HTTP server side of `node:` internals) cancels out in A − B, which is what the proxy adds:',
+    '',
+    table(
+      ['Origin', 'A ms/turn', 'B ms/call', 'A − B'],
+      profileDifference(results.profileA, results.profileB, 'byOrigin', 14).map((row) => [
+        row.name,
+        ms(row.a),
+        ms(row.b),
+        `**${ms(row.difference)}**`,
+      ]),
+    ),
+    '',
+    'Functions with the most added self time (A − B):',
+    '',
+    table(
+      ['Function', 'A ms/turn', 'B ms/call', 'A − B'],
+      profileDifference(results.profileA, results.profileB, 'byFunction', 20).map((row) => [
+        `\`${row.name}\``,
+        ms(row.a),
+        ms(row.b),
+        `**${ms(row.difference)}**`,
+      ]),
+    ),
+    '',
+    '## Machine load during the run',
+    '',
+    'Cores busy on the whole machine and cores used by the bench (its processes and children) per phase, from /proc. ' +
+      `The machine has ${results.machine.cores}; the rest of "busy" is other work competing for them.`,
+    '',
+    table(
+      ['Phase', 'Seconds', 'Machine busy (cores)', 'Bench (cores)', 'Others (cores)'],
+      results.load.map((phase) => [
+        phase.phase,
+        phase.seconds.toFixed(1),
+        phase.machineCores.toFixed(2),
+        phase.benchCores.toFixed(2),
+        Math.max(0, phase.machineCores - phase.benchCores).toFixed(2),
+      ]),
+    ),
+    '',
+    '## What bounds it / what was tried',
+    '',
+    missed.length === 0
+      ? 'Every target is met.'
+      : `Missed: ${missed.map((target) => `${target.name} (${target.measured})`).join('; ')}.`,
+    '',
+    '_Observed by the bench (fill in what bounds each miss and what was tried):_',
+    '',
+    ...observations(results).map((line) => `- ${line}`),
+    '',
+    '_To be filled in._',
+    '',
+  );
+  return out.join('\n');
+}
+
+/** How the deployed functions carry a package: bundled in some, or left external. */
+function usage(specifier: string, functions: ColdStartResult['functions']): string {
+  const parts = specifier.split('/');
+  const name = specifier.startsWith('@') ? `${parts[0]}/${parts[1]}` : (parts[0] ?? specifier);
+  const bundled = functions.filter((fn) => fn.bundled.some((item) => item.name === name)).length;
+  const external = functions.filter((fn) => fn.externals.some((item) => item.split(' ')[0] === specifier));
+  const lazily = external.filter((fn) =>
+    fn.externals.some((item) => item === `${specifier} (import())`),
+  ).length;
+  const notes: string[] = [];
+  if (bundled > 0) notes.push(`${name} bundled in ${bundled}`);
+  if (external.length > lazily) notes.push(`required at import by ${external.length - lazily}`);
+  if (lazily > 0) notes.push(`external, behind a dynamic import() in ${lazily}`);
+  return notes.join('; ') || 'not loaded';
+}
+
+/** A warning when other work kept the machine busy during the measurements. */
+function sharedMachineNote(results: BenchResults): string[] {
+  const busiest = results.load.reduce<PhaseLoad | undefined>(
+    (worst, phase) =>
+      worst === undefined || phase.machineCores - phase.benchCores > worst.machineCores - worst.benchCores
+        ? phase
+        : worst,
+    undefined,
+  );
+  const others = busiest ? busiest.machineCores - busiest.benchCores : 0;
+  if (busiest === undefined || others <= 0.25) return [];
+  return [
+    `> **The machine was shared during this run**: other processes kept up to ${others.toFixed(2)} of its ` +
+      `${results.machine.cores} cores busy (during ${busiest.phase}; see "Machine load"), so these figures are slower and ` +
+      'noisier than on an idle machine.',
+    '',
+  ];
+}
+
+function median(values: number[]): number {
+  const ordered = [...values].sort((a, b) => a - b);
+  return ordered[Math.ceil(ordered.length / 2) - 1] ?? Number.NaN;
+}
+
+/** Facts that point at the cost behind each miss. */
+function observations(results: BenchResults): string[] {
+  const lines: string[] = [];
+  const [, full, long] = results.handlerCases;
+  if (full) {
+    lines.push(
+      `Handler overhead p50 on the 100-message chat: ${ms(full.overheadP50)} ms, of which about ${ms(results.redisWait.waitMedianMs)} ms is ` +
+        'waiting on Redis (measured on the same kind of turn, see diagnostics).',
+    );
+  }
+  if (full && long) {
+    lines.push(`10,000 vs 100 messages: overhead p50 ${ms(long.overheadP50)} vs ${ms(full.overheadP50)} ms.`);
+  }
+  const added = profileDifference(results.profileA, results.profileB, 'byOrigin', 5)
+    .filter((row) => row.difference > 0)
+    .map((row) => `${row.name} +${ms(row.difference)} ms`);
+  lines.push(`CPU the proxy adds per turn, by origin (top): ${added.join(', ')}.`);
+  const writes = profileDifference(results.profileA, results.profileB, 'byFunction', 1000).find((row) =>
+    row.name.startsWith('writeUtf8String '),
+  );
+  if (writes && writes.difference > 0.05) {
+    lines.push(
+      `\`writeUtf8String\` (string writes to a socket or pipe) adds ${ms(writes.difference)} ms per turn; with no console ` +
+        `output (${results.writes.perTurn.stdout + results.writes.perTurn.stderr} writes per turn) these are socket writes ` +
+        'B does not make: the Redis commands, which ioredis writes one call per command (one per MULTI block).',
+    );
+  }
+
+  if (results.writes.perTurn.stderr + results.writes.perTurn.stdout > 0) {
+    lines.push(
+      `Each turn writes to the console with logs and metrics off (stdout ${results.writes.perTurn.stdout}, stderr ${results.writes.perTurn.stderr} per turn).`,
+    );
+  }
+  const others = results.load.filter((phase) => phase.machineCores - phase.benchCores > 0.25);
+  if (others.length > 0) {
+    lines.push(
+      `The machine was shared: other processes kept ${others.map((phase) => `${Math.max(0, phase.machineCores - phase.benchCores).toFixed(2)} cores busy during ${phase.phase}`).join(', ')}.`,
+    );
+  }
+  const chat = results.coldStart.functions.filter((fn) => fn.category === 'chat/img');
+  for (const fn of chat) {
+    lines.push(
+      `${functionLabel(fn)}: index.js ${kb(fn.indexBytes)} KB (asset ${kb(fn.assetBytes)} KB), import ` +
+        `${ms(fn.timing.median, 1)} ms, settled ${fn.timing.settledMedian === undefined ? 'n/a' : ms(fn.timing.settledMedian, 1)} ms ` +
+        '(a first turn arriving at once waits for the background work); largest bundled: ' +
+        fn.bundled
+          .slice(0, 3)
+          .map((item) => `${item.name} ${kb(item.bytes)} KB`)
+          .join(', ') +
+        '.',
+    );
+  }
+  const costly = [...results.coldStart.packages]
+    .filter((item) => Number.isFinite(item.timing.median))
+    .sort((a, b) => b.timing.median - a.timing.median)
+    .slice(0, 4)
+    .map((item) => `${item.specifier} ${ms(item.timing.median, 1)} ms`);
+  lines.push(`Costliest imports on their own: ${costly.join(', ')}.`);
+  return lines;
+}
