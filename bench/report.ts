@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import type { AbSummary } from './ab';
 import type { ColdStartResult } from './cold-start';
@@ -598,11 +598,11 @@ export function renderReport(results: BenchResults): string {
       ? 'Every target is met.'
       : `Missed: ${missed.map((target) => `${target.name} (${target.measured})`).join('; ')}.`,
     '',
-    '_Observed by the bench (fill in what bounds each miss and what was tried):_',
+    '_Observed by this run:_',
     '',
     ...observations(results).map((line) => `- ${line}`),
     '',
-    '_To be filled in._',
+    analysis(),
     '',
   );
   return out.join('\n');
@@ -707,4 +707,10 @@ function observations(results: BenchResults): string[] {
     .map((item) => `${item.specifier} ${ms(item.timing.median, 1)} ms`);
   lines.push(`Costliest imports on their own: ${costly.join(', ')}.`);
   return lines;
+}
+
+/** The maintainers' reading of the misses (bench/ANALYSIS.md), kept across runs. */
+function analysis(): string {
+  const file = new URL('./ANALYSIS.md', import.meta.url);
+  return existsSync(file) ? readFileSync(file, 'utf8').trim() : '_No analysis written yet (bench/ANALYSIS.md)._';
 }

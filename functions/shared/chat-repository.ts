@@ -280,15 +280,15 @@ function idempotencyKeys(scope: IdempotencyScope, id: string): { record: string;
 type ScriptName = keyof typeof scripts;
 type Scripted = RedisClient & { [name in ScriptName]: (...args: (string | number)[]) => Promise<unknown> };
 
-const prepared = new WeakSet<RedisClient>();
-
-/** Registers the scripts on a connection once; ioredis then calls them by SHA (EVALSHA). */
+/**
+ * The connection with the scripts as commands (ioredis calls them by SHA, EVALSHA). `redis.ts`
+ * defines them when it creates the client; a client made elsewhere (a test's) gets them here.
+ */
 function scripted(redis: RedisClient): Scripted {
-  if (!prepared.has(redis)) {
+  if (!('beginTurn' in redis)) {
     for (const [name, lua] of Object.entries(scripts)) {
       redis.defineCommand(name, { numberOfKeys: scriptKeyCounts[name as ScriptName], lua });
     }
-    prepared.add(redis);
   }
   return redis as Scripted;
 }

@@ -1,6 +1,7 @@
 import { Cluster, Redis, type RedisOptions, ReplyError } from 'ioredis';
 import { loadRedisConfig } from './config';
 import { ChatProxyError, StorageUnavailableError } from './errors';
+import { scriptKeyCounts, scripts } from './redis-scripts';
 import { getSecretString } from './secrets';
 
 export const redisConfig = loadRedisConfig();
@@ -49,6 +50,10 @@ async function createClient(): Promise<RedisClient> {
   const client = redisConfig.cluster
     ? clusterClient(url, options, retry)
     : new Redis(url, { ...options, retryStrategy: retry });
+  // The repository's scripts, as commands ioredis calls by SHA (EVALSHA).
+  for (const [name, lua] of Object.entries(scripts)) {
+    client.defineCommand(name, { numberOfKeys: scriptKeyCounts[name as keyof typeof scripts], lua });
+  }
   // Without a listener ioredis prints every reconnect failure as "Unhandled error event"; the
   // failing command already answers 503, so one structured line per outage is enough.
   let reported = false;

@@ -93,7 +93,12 @@ function modelOptions(context: TurnContext): ModelOptions {
  * Takes the chat's turn lease and reads its context. A busy chat answers 409 at once, or, with
  * `waitMs`, is polled with a growing, jittered pause (capped by the holder's remaining lease).
  */
-async function acquire(chat: ChatRef, user: ChatMessage, waitMs: number): Promise<TurnLease> {
+/** A lease this turn holds, with the new message's tokens (counted once, stored with it). */
+interface HeldTurn extends TurnLease {
+  readonly userTokens: number;
+}
+
+async function acquire(chat: ChatRef, user: ChatMessage, waitMs: number): Promise<HeldTurn> {
   const deadline = Date.now() + waitMs;
   await tokenizerReady();
   const userTokens = messageTokens(user.content);
@@ -101,7 +106,7 @@ async function acquire(chat: ChatRef, user: ChatMessage, waitMs: number): Promis
     const result = await chatRepository.beginTurn(chat, leaseMs, userTokens, defaults);
     if (result.acquired) {
       try {
-        return { ...result.lease, context: fitWindow(result.lease.context) };
+        return { ...result.lease, context: fitWindow(result.lease.context), userTokens };
       } catch (error) {
         await release(chat, result.lease);
         throw error;
@@ -116,14 +121,14 @@ async function acquire(chat: ChatRef, user: ChatMessage, waitMs: number): Promis
 
 async function commit(
   chat: ChatRef,
-  lease: TurnLease,
+  lease: HeldTurn,
   user: ChatMessage,
   content: string,
   usage: TokenUsage,
 ): Promise<void> {
   const result = await chatRepository.commitTurn(chat, lease, {
     user,
-    userTokens: messageTokens(user.content),
+    userTokens: lease.userTokens,
     assistant: { role: 'assistant', content },
     assistantTokens: messageTokens(content),
     usage,
