@@ -712,5 +712,7 @@ function observations(results: BenchResults): string[] {
 /** The maintainers' reading of the misses (bench/ANALYSIS.md), kept across runs. */
 function analysis(): string {
   const file = new URL('./ANALYSIS.md', import.meta.url);
-  return existsSync(file) ? readFileSync(file, 'utf8').trim() : '_No analysis written yet (bench/ANALYSIS.md)._';
+  return existsSync(file)
+    ? readFileSync(file, 'utf8').trim()
+    : '_No analysis written yet (bench/ANALYSIS.md)._';
 }
