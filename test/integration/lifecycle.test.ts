@@ -130,6 +130,47 @@ describe('GET and POST /{chat_id}/settings', () => {
   });
 });
 
+describe('POST /{chat_id}/settings against the model in use', () => {
+  it("refuses a budget beyond the chat's current model, set by an earlier request", async () => {
+    const chatId = uniqueId('c');
+    await handlers.postSettings(chatEvent('/{chat_id}/settings', chatId, 'POST', { model: 'gpt-4o-mini' }));
+
+    const result = await handlers.postSettings(
+      chatEvent('/{chat_id}/settings', chatId, 'POST', { max_context_tokens: 500_000 }),
+    );
+
+    expect(result.statusCode).toBe(400);
+    expect(body(result).error.message).toContain('at most 128000 for gpt-4o-mini');
+  });
+
+  it('refuses switching to a model whose context is smaller than the budget already set', async () => {
+    const chatId = uniqueId('c');
+    await handlers.postSettings(
+      chatEvent('/{chat_id}/settings', chatId, 'POST', { max_context_tokens: 500_000 }),
+    );
+
+    const result = await handlers.postSettings(
+      chatEvent('/{chat_id}/settings', chatId, 'POST', { model: 'gpt-4o-mini' }),
+    );
+
+    expect(result.statusCode).toBe(400);
+  });
+
+  it('accepts the switch once the budget is unset in the same request', async () => {
+    const chatId = uniqueId('c');
+    await handlers.postSettings(
+      chatEvent('/{chat_id}/settings', chatId, 'POST', { max_context_tokens: 500_000 }),
+    );
+
+    const result = await handlers.postSettings(
+      chatEvent('/{chat_id}/settings', chatId, 'POST', { model: 'gpt-4o-mini', max_context_tokens: null }),
+    );
+
+    expect(result.statusCode).toBe(200);
+    expect(body(result)).toMatchObject({ model: 'gpt-4o-mini', max_context_tokens: null });
+  });
+});
+
 describe('usage', () => {
   it('adds every turn to the chat and tenant totals, and nothing for a failed turn', async () => {
     const [a, b] = [uniqueId('c'), uniqueId('c')];
