@@ -150,9 +150,14 @@ export function chatIdOf(event: ApiEvent): string {
 }
 
 /** Decodes the body (API Gateway may base64 it), enforces the size limit, and parses the JSON. */
-export function parseJson(event: ApiEvent): unknown {
+/** The body's bytes, as the client sent them (API Gateway may have base64-encoded them). */
+export function rawBody(event: ApiEvent): Buffer {
   const raw = event.body ?? '';
-  const bytes = event.isBase64Encoded ? Buffer.from(raw, 'base64') : Buffer.from(raw, 'utf8');
+  return event.isBase64Encoded ? Buffer.from(raw, 'base64') : Buffer.from(raw, 'utf8');
+}
+
+export function parseJson(event: ApiEvent): unknown {
+  const bytes = rawBody(event);
   if (bytes.length > limits.maxBodyBytes) throw new PayloadTooLargeError(limits.maxBodyBytes);
   const text = bytes.toString('utf8');
   if (text.trim() === '') throw new ValidationError('invalid_body', 'A JSON body is required');

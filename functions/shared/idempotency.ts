@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { chatRepository, type IdempotencyScope, type StoredResponse } from './chat-repository';
 import { loadTurnConfig } from './config';
 import { IdempotencyKeyReusedError, RequestInProgressError, ValidationError } from './errors';
-import { type ApiEvent, type ApiResult, header, type JsonResult } from './http';
+import { type ApiEvent, type ApiResult, header, type JsonResult, rawBody } from './http';
 import { annotate } from './observability';
 
 const { leaseMs, idempotencyTtlSeconds } = loadTurnConfig();
@@ -13,8 +13,8 @@ const IDEMPOTENCY_KEY = /^[\x20-\x7e]{1,255}$/;
 /** Marks an answer served from the idempotency record rather than run again. */
 export const REPLAY_HEADER = 'Idempotent-Replayed';
 
-function sha256(text: string): string {
-  return createHash('sha256').update(text).digest('hex');
+function sha256(data: string | Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
 }
 
 export type Outcome<T> = { readonly replay: StoredResponse } | { readonly result: T };
@@ -42,8 +42,7 @@ export async function idempotently<T>(
   // The route is the method and the concrete path; the key's value is hashed, so any printable
   // character is safe in the Redis key.
   const id = sha256(`${event.httpMethod} ${event.path}\n${key}`);
-  const raw = event.isBase64Encoded ? Buffer.from(event.body ?? '', 'base64') : Buffer.from(event.body ?? '');
-  const fingerprint = createHash('sha256').update(raw).digest('hex');
+  const fingerprint = sha256(rawBody(event));
 
   const claim = await chatRepository.claimIdempotency(scope, id, fingerprint, leaseMs);
   if (claim.state === 'mismatch') throw new IdempotencyKeyReusedError();
