@@ -4,13 +4,15 @@ import {
   SecretsManagerClient,
 } from '@aws-sdk/client-secrets-manager';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SecretsUnavailableError } from '../../functions/shared/errors';
 import { apiEvent, uniqueId } from '../support/events';
 import { type FakeOpenAi, openAiError, startFakeOpenAi } from '../support/fake-openai';
 import { type Invoke, loadHandler } from '../support/handlers';
 import { type MotoServer, motoAvailable, spawnMotoServer } from '../support/moto';
 
-// Secrets Manager end to end: the real SDK, over HTTP, against moto_server. On CI it must run;
-// on a laptop without moto it is skipped with a message rather than failing the suite.
+// Secrets Manager end to end: the functions' own signed GetSecretValue client, over HTTP, against
+// moto_server (the SDK only creates and rotates the secrets). On CI it must run; on a laptop
+// without moto it is skipped with a message rather than failing the suite.
 const available = motoAvailable();
 if (!available) {
   if (process.env.CI === 'true') throw new Error('moto_server is required on CI but is not on PATH');
@@ -23,6 +25,7 @@ describe.runIf(available)('Secrets Manager end to end (moto_server)', () => {
   let admin: SecretsManagerClient;
   let openAiSecretArn: string;
   let postChat: Invoke;
+  let getSecretString: (secretId: string) => Promise<string>;
 
   beforeAll(async () => {
     moto = await spawnMotoServer();
@@ -47,6 +50,7 @@ describe.runIf(available)('Secrets Manager end to end (moto_server)', () => {
     delete process.env.OPENAI_API_KEY;
     delete process.env.REDIS_URL;
     postChat = await loadHandler('post-chat');
+    ({ getSecretString } = await import('../../functions/shared/secrets'));
   });
 
   afterAll(async () => {
@@ -89,5 +93,14 @@ describe.runIf(available)('Secrets Manager end to end (moto_server)', () => {
       'Bearer sk-first',
       'Bearer sk-second',
     ]);
+  });
+
+  it('answers SecretsUnavailableError for a secret moto does not have, naming its error type', async () => {
+    const missing = openAiSecretArn.replace(/secret:.*$/, 'secret:missing-AbCdEf');
+
+    const error = await getSecretString(missing).catch((reason: unknown) => reason);
+
+    expect(error).toBeInstanceOf(SecretsUnavailableError);
+    expect((error as Error).cause).toMatchObject({ type: 'ResourceNotFoundException' });
   });
 });

@@ -42,8 +42,15 @@ describe('function bundling', () => {
     // (Line counts say little: embedded certificates keep their line breaks.)
     expect(chat).not.toMatch(/^\/\/ (functions|node_modules)\//m);
     expect(health.split('\n').length).toBeLessThan(20);
-    // The runtime provides the AWS SDK v3, so it stays a require() instead of being bundled.
-    expect(chat).toContain('require("@aws-sdk/client-secrets-manager")');
+    // Secrets are read with a built-in SigV4 client, not the SDK. The one AWS SDK package left is
+    // the credential chain for profiles and SSO: a dynamic import, never bundled (the runtime has it).
+    for (const routeId of ['PostChat', 'GetSystem', 'PostMod']) {
+      const code = readFileSync(bundleOf(routeId), 'utf8');
+      const required = [...code.matchAll(/(?:require|import)\("(@aws-sdk\/[^"]+)"\)/g)];
+      expect(new Set(required.map((match) => match[1])), routeId).toEqual(
+        new Set(['@aws-sdk/credential-provider-node']),
+      );
+    }
     expect(existsSync(`${bundleOf('PostChat')}.map`)).toBe(false);
   });
 
@@ -64,6 +71,9 @@ describe('function bundling', () => {
       OPENAI_API_KEY: 'sk-test',
       MAX_CONTEXT_TOKENS: '1000',
     });
+    const awsSdkLoaded = () =>
+      Object.keys(createRequire(import.meta.url).cache).filter((path) => path.includes('/@aws-sdk/'));
+    const loadedBefore = awsSdkLoaded();
     try {
       const { handler } = createRequire(import.meta.url)(bundleOf('PostChat')) as {
         handler: StreamingHandler;
@@ -90,6 +100,8 @@ describe('function bundling', () => {
 
       expect(JSON.parse(tooLarge.body).error.code).toBe('message_too_large');
       expect(result.events.at(-1)?.event).toBe('done');
+      // Importing and running the function loaded nothing of the AWS SDK.
+      expect(awsSdkLoaded()).toEqual(loadedBefore);
     } finally {
       delete process.env.MAX_CONTEXT_TOKENS;
       await fake.close();

@@ -1,8 +1,8 @@
-import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { mockClient } from 'aws-sdk-client-mock';
-import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { SecretsUnavailableError } from '../../functions/shared/errors';
 import { apiEvent, uniqueId } from '../support/events';
 import { openAiError, startFakeOpenAi } from '../support/fake-openai';
+import { reply, type SecretsManagerReply, startFakeSecretsManager } from '../support/fake-secrets-manager';
 import { loadHandler } from '../support/handlers';
 
 const OPENAI_ARN = 'arn:aws:secretsmanager:us-east-1:000000000000:secret:openai-key-AbCdEf';
@@ -10,8 +10,9 @@ const REDIS_ARN = 'arn:aws:secretsmanager:us-east-1:000000000000:secret:redis-ur
 const TTL_MS = 60_000;
 
 const fake = await startFakeOpenAi();
-const secretsManager = mockClient(SecretsManagerClient);
+const secretsManager = await startFakeSecretsManager();
 const redisUrl = process.env.REDIS_URL as string;
+Object.assign(process.env, secretsManager.env);
 process.env.OPENAI_BASE_URL = fake.baseURL;
 process.env.OPENAI_SECRET_ARN = OPENAI_ARN;
 process.env.REDIS_SECRET_ARN = REDIS_ARN;
@@ -21,10 +22,13 @@ delete process.env.REDIS_URL;
 
 const postChat = await loadHandler('post-chat');
 const postMod = await loadHandler('post-mod');
+// The same module instance the handlers use (one per test file).
+const { getSecretString } = await import('../../functions/shared/secrets');
 
 afterAll(async () => {
   vi.useRealTimers();
   await fake.close();
+  await secretsManager.close();
 });
 
 const keyOf = (request: { headers: Record<string, unknown> }) => String(request.headers.authorization);
@@ -48,36 +52,44 @@ const moderation = () =>
       json: { content: 'hi' },
     }),
   );
-const openAiReads = () =>
-  secretsManager
-    .commandCalls(GetSecretValueCommand)
-    .filter((call) => call.args[0].input.SecretId === OPENAI_ARN);
+/** The error a failed read rejects with, for its cause. */
+const failureOf = async (read: Promise<string>) => {
+  const error = await read.then(
+    () => undefined,
+    (reason: unknown) => reason,
+  );
+  expect(error).toBeInstanceOf(SecretsUnavailableError);
+  return error as SecretsUnavailableError;
+};
 
 // The module caches across tests on purpose (it is a per-container cache); each test moves the
 // clock past the TTL first so it starts from a cold cache.
 beforeEach(() => {
   fake.reset();
   secretsManager.reset();
-  secretsManager.on(GetSecretValueCommand, { SecretId: REDIS_ARN }).resolves({ SecretString: redisUrl });
+  secretsManager.put(REDIS_ARN, redisUrl);
   vi.useFakeTimers({ toFake: ['Date'], now: Date.now() + TTL_MS + 1 });
+});
+
+afterEach(() => {
+  // Every request the functions sent was well formed and correctly signed.
+  expect(secretsManager.refusals).toEqual([]);
 });
 
 describe('the OpenAI key from Secrets Manager', () => {
   it('is read once and reused within the cache TTL', async () => {
-    secretsManager.on(GetSecretValueCommand, { SecretId: OPENAI_ARN }).resolves({ SecretString: 'sk-one' });
+    secretsManager.put(OPENAI_ARN, 'sk-one');
 
     expect((await turn()).statusCode).toBe(200);
     expect((await moderation()).statusCode).toBe(200);
 
-    expect(openAiReads()).toHaveLength(1);
+    expect(secretsManager.readsOf(OPENAI_ARN)).toBe(1);
     expect(fake.requests.map(keyOf)).toEqual(['Bearer sk-one', 'Bearer sk-one']);
   });
 
   it('is read again after the TTL, picking up a rotated key', async () => {
-    secretsManager
-      .on(GetSecretValueCommand, { SecretId: OPENAI_ARN })
-      .resolvesOnce({ SecretString: 'sk-old' })
-      .resolves({ SecretString: 'sk-new' });
+    secretsManager.enqueue(OPENAI_ARN, reply.secret('sk-old'));
+    secretsManager.put(OPENAI_ARN, 'sk-new');
     await moderation();
 
     vi.setSystemTime(Date.now() + TTL_MS + 1);
@@ -87,10 +99,8 @@ describe('the OpenAI key from Secrets Manager', () => {
   });
 
   it('is read again at once when OpenAI answers 401, and the request succeeds with the new key', async () => {
-    secretsManager
-      .on(GetSecretValueCommand, { SecretId: OPENAI_ARN })
-      .resolvesOnce({ SecretString: 'sk-revoked' })
-      .resolves({ SecretString: 'sk-rotated' });
+    secretsManager.enqueue(OPENAI_ARN, reply.secret('sk-revoked'));
+    secretsManager.put(OPENAI_ARN, 'sk-rotated');
     fake.respondWith((request) =>
       keyOf(request) === 'Bearer sk-revoked'
         ? { status: 401, body: openAiError('bad key', 'invalid_api_key') }
@@ -100,25 +110,23 @@ describe('the OpenAI key from Secrets Manager', () => {
     const result = await turn();
 
     expect(result.statusCode).toBe(200);
-    expect(openAiReads()).toHaveLength(2);
+    expect(secretsManager.readsOf(OPENAI_ARN)).toBe(2);
     expect(fake.requests.map(keyOf)).toEqual(['Bearer sk-revoked', 'Bearer sk-rotated']);
   });
 
   it('answers 502 upstream_auth_failed when the refreshed key is rejected too, with one refresh only', async () => {
-    secretsManager.on(GetSecretValueCommand, { SecretId: OPENAI_ARN }).resolves({ SecretString: 'sk-bad' });
+    secretsManager.put(OPENAI_ARN, 'sk-bad');
     fake.respondWith(() => ({ status: 401, body: openAiError('bad key', 'invalid_api_key') }));
 
     const result = await moderation();
 
     expect(result.statusCode).toBe(502);
     expect(JSON.parse(result.body).error.code).toBe('upstream_auth_failed');
-    expect(openAiReads()).toHaveLength(2);
+    expect(secretsManager.readsOf(OPENAI_ARN)).toBe(2);
   });
 
   it('answers 503 secrets_unavailable when Secrets Manager fails and nothing is cached', async () => {
-    secretsManager
-      .on(GetSecretValueCommand, { SecretId: OPENAI_ARN })
-      .rejects(new Error('endpoint unreachable'));
+    secretsManager.put(OPENAI_ARN, reply.serverError());
 
     const result = await moderation();
 
@@ -130,10 +138,8 @@ describe('the OpenAI key from Secrets Manager', () => {
   });
 
   it('keeps serving with the cached key while Secrets Manager is down', async () => {
-    secretsManager
-      .on(GetSecretValueCommand, { SecretId: OPENAI_ARN })
-      .resolvesOnce({ SecretString: 'sk-cached' })
-      .rejects(new Error('endpoint unreachable'));
+    secretsManager.enqueue(OPENAI_ARN, reply.secret('sk-cached'));
+    secretsManager.put(OPENAI_ARN, reply.serverError());
     await moderation();
 
     const result = await moderation();
@@ -143,7 +149,7 @@ describe('the OpenAI key from Secrets Manager', () => {
   });
 
   it('answers 503 secrets_unavailable when the secret has no string value', async () => {
-    secretsManager.on(GetSecretValueCommand, { SecretId: OPENAI_ARN }).resolves({});
+    secretsManager.put(OPENAI_ARN, reply.secret(undefined));
 
     expect((await moderation()).statusCode).toBe(503);
   });
@@ -151,8 +157,117 @@ describe('the OpenAI key from Secrets Manager', () => {
 
 describe('the Redis URL from Secrets Manager', () => {
   it('connects with the URL read from the secret', async () => {
-    secretsManager.on(GetSecretValueCommand, { SecretId: OPENAI_ARN }).resolves({ SecretString: 'sk-one' });
+    secretsManager.put(OPENAI_ARN, 'sk-one');
 
     expect((await turn()).statusCode).toBe(200);
+  });
+});
+
+describe('getSecretString', () => {
+  const secretId = () => `arn:aws:secretsmanager:us-east-1:000000000000:secret:${uniqueId('s')}-AbCdEf`;
+
+  it('sends a SigV4-signed GetSecretValue with the session token among the signed headers', async () => {
+    const id = secretId();
+    secretsManager.put(id, 'value');
+
+    expect(await getSecretString(id)).toBe('value');
+
+    expect(secretsManager.reads).toEqual([
+      {
+        secretId: id,
+        signedHeaders: ['content-type', 'host', 'x-amz-date', 'x-amz-security-token', 'x-amz-target'],
+        sessionToken: secretsManager.env.AWS_SESSION_TOKEN,
+      },
+    ]);
+  });
+
+  it('shares one request among concurrent callers', async () => {
+    const id = secretId();
+    secretsManager.put(id, 'value');
+
+    const values = await Promise.all([getSecretString(id), getSecretString(id), getSecretString(id)]);
+
+    expect(values).toEqual(['value', 'value', 'value']);
+    expect(secretsManager.readsOf(id)).toBe(1);
+  });
+
+  it('reads again with forceRefresh, even within the TTL', async () => {
+    const id = secretId();
+    secretsManager.enqueue(id, reply.secret('first'));
+    secretsManager.put(id, 'second');
+
+    expect(await getSecretString(id)).toBe('first');
+    expect(await getSecretString(id)).toBe('first');
+    expect(await getSecretString(id, { forceRefresh: true })).toBe('second');
+    expect(secretsManager.readsOf(id)).toBe(2);
+  });
+
+  it.each<[string, SecretsManagerReply]>([
+    ['a server error', reply.serverError()],
+    ['throttling', reply.throttled()],
+    ['HTTP 429', reply.tooManyRequests()],
+    ['a dropped connection', reply.drop()],
+  ])('retries once after %s', async (_, failure) => {
+    const id = secretId();
+    secretsManager.enqueue(id, failure);
+    secretsManager.put(id, 'value');
+
+    expect(await getSecretString(id)).toBe('value');
+    expect(secretsManager.readsOf(id)).toBe(2);
+  });
+
+  it('gives up after the second failed attempt, naming the error type in the cause', async () => {
+    const id = secretId();
+    secretsManager.put(id, reply.throttled());
+
+    const error = await failureOf(getSecretString(id));
+
+    expect(secretsManager.readsOf(id)).toBe(2);
+    expect(String((error.cause as Error).message)).toMatch(
+      /^GetSecretValue failed: ThrottlingException \(HTTP 400/,
+    );
+  });
+
+  it.each<[string, SecretsManagerReply, string]>([
+    ['a secret that does not exist', reply.notFound(), 'ResourceNotFoundException'],
+    ['access denied', reply.accessDenied(), 'AccessDeniedException'],
+  ])('does not retry %s, and keeps account data out of the error', async (_, failure, type) => {
+    const id = secretId();
+    secretsManager.put(id, failure);
+
+    const error = await failureOf(getSecretString(id));
+
+    expect(secretsManager.readsOf(id)).toBe(1);
+    const cause = error.cause as Error & { type: string; status: number };
+    expect(cause).toMatchObject({ type, status: 400 });
+    expect(cause.message).not.toMatch(/\d{12}|arn:/);
+  });
+
+  it('fails fast with SecretsUnavailableError when Secrets Manager does not answer', async () => {
+    const id = secretId();
+    secretsManager.put(id, reply.hang());
+    const started = performance.now();
+
+    const error = await failureOf(getSecretString(id));
+
+    // Two attempts of at most 2 s each and a short pause, far below the Lambda timeout.
+    expect(performance.now() - started).toBeLessThan(5000);
+    expect(secretsManager.readsOf(id)).toBe(2);
+    expect((error.cause as Error).name).toBe('HttpTimeoutError');
+  });
+
+  it('is refused, and not retried, when signed with the wrong key', async () => {
+    const id = secretId();
+    secretsManager.put(id, 'value');
+    vi.stubEnv('AWS_SECRET_ACCESS_KEY', 'not-the-key');
+    try {
+      const error = await failureOf(getSecretString(id));
+
+      expect(error.cause).toMatchObject({ type: 'InvalidSignatureException' });
+      expect(secretsManager.refusals).toEqual(['signature does not match']);
+    } finally {
+      vi.unstubAllEnvs();
+      secretsManager.refusals.length = 0;
+    }
   });
 });
