@@ -342,8 +342,9 @@ export function renderReport(results: BenchResults): string {
     '',
     `A: a buffered \`POST /{chat_id}/chat\` turn through the handler (in process, invoked as Lambda would, ` +
       'via test/support/handlers.ts). B: right after each A, the very request A sent upstream (captured at the ' +
-      'stand-in), sent again straight to the stand-in by an `openai` SDK client built like ' +
-      'functions/shared/openai.ts builds its own (same base URL, timeout and retries). Overhead = pN(A) − pN(B); ' +
+      "stand-in), sent again straight to the stand-in by the handlers' own OpenAI client: `complete()` of " +
+      'functions/shared/openai.ts (the same keep-alive agent, headers, timeout and retries) with the very ' +
+      'messages, as message objects, and model options A sent. Overhead = pN(A) − pN(B); ' +
       'in brackets a 95% bootstrap interval (pairs resampled together); "median(A−B)" is the median of the ' +
       'per-pair differences. B always runs right after its A (the order is A, B, A, B, …), so B may find caches a ' +
       "little warmer. The intervals are within this run only: between runs, the machine's state moves the figures " +

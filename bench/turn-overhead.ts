@@ -1,21 +1,23 @@
-import OpenAI from 'openai';
-import type { ChatCompletionCreateParamsNonStreaming } from 'openai/resources/chat/completions';
-import { openAiConfig } from '../functions/shared/openai';
+import { type ChatMessageParam, complete, type ModelOptions } from '../functions/shared/openai';
 import { apiEvent } from '../test/support/events';
 import type { Invoke } from '../test/support/handlers';
 import type { AbSamples } from './ab';
 import { type CompletionRequestBody, REPLY, type Upstream, USER_MESSAGE } from './fixture';
 import { checkInterrupted } from './lifecycle';
 
-/** An OpenAI client built as functions/shared/openai.ts builds the handlers' one. */
-export function directClient(): OpenAI {
-  const key = 'value' in openAiConfig.apiKey ? openAiConfig.apiKey.value : '';
-  return new OpenAI({
-    apiKey: key,
-    baseURL: openAiConfig.baseURL,
-    timeout: openAiConfig.timeoutMs,
-    maxRetries: openAiConfig.maxRetries,
-  });
+/**
+ * B of a pair: the request A sent upstream, sent again through the handlers' own OpenAI client
+ * (`complete()`: the same module-scope agent, headers, timeout and retries) with the very messages,
+ * as message objects, and the very model options.
+ */
+export async function directCall(sent: CompletionRequestBody): Promise<string> {
+  const options: ModelOptions = {
+    model: sent.model,
+    temperature: typeof sent.temperature === 'number' ? sent.temperature : undefined,
+    maxTokens: typeof sent.max_completion_tokens === 'number' ? sent.max_completion_tokens : undefined,
+  };
+  const { content } = await complete(sent.messages as unknown as ChatMessageParam[], options);
+  return content;
 }
 
 export interface TurnCase {
@@ -43,14 +45,9 @@ export function gc(): void {
 
 /**
  * One buffered turn through the handler (A) and, right after, the same request straight to the
- * stand-in through an SDK client with the handlers' settings (B). Answers both times in ms.
+ * stand-in through the handlers' OpenAI client (B). Answers both times in ms.
  */
-async function pair(
-  bench: HandlerBench,
-  client: OpenAI,
-  chatId: string,
-  sentMessages: number,
-): Promise<[number, number]> {
+async function pair(bench: HandlerBench, chatId: string, sentMessages: number): Promise<[number, number]> {
   const event = apiEvent({
     method: 'POST',
     resource: '/{chat_id}/chat',
@@ -66,11 +63,9 @@ async function pair(
   checkTurn(chatId, result.statusCode, result.body, sent, sentMessages);
 
   const b0 = performance.now();
-  const direct = await client.chat.completions.create(
-    sent as unknown as ChatCompletionCreateParamsNonStreaming,
-  );
+  const direct = await directCall(sent);
   const b1 = performance.now();
-  if (direct.choices[0]?.message.content !== REPLY) throw new Error('direct call: unexpected reply');
+  if (direct !== REPLY) throw new Error('direct call: unexpected reply');
   return [a1 - a0, b1 - b0];
 }
 
@@ -95,21 +90,17 @@ export function checkTurn(
 }
 
 /** Interleaved A/B pairs for one chat size, after its own warm-up. */
-export async function measureCase(
-  bench: HandlerBench,
-  client: OpenAI,
-  turnCase: TurnCase,
-): Promise<AbSamples> {
+export async function measureCase(bench: HandlerBench, turnCase: TurnCase): Promise<AbSamples> {
   for (let i = 1; i <= turnCase.warmup; i += 1) {
     checkInterrupted();
-    await pair(bench, client, turnCase.chatId(-i), turnCase.sentMessages);
+    await pair(bench, turnCase.chatId(-i), turnCase.sentMessages);
   }
   gc();
   const a: number[] = [];
   const b: number[] = [];
   for (let i = 0; i < turnCase.pairs; i += 1) {
     if (i % 100 === 0) checkInterrupted();
-    const [ta, tb] = await pair(bench, client, turnCase.chatId(i), turnCase.sentMessages);
+    const [ta, tb] = await pair(bench, turnCase.chatId(i), turnCase.sentMessages);
     a.push(ta);
     b.push(tb);
   }

@@ -1,6 +1,4 @@
-import OpenAI from 'openai';
-import type { ChatCompletionChunk, ChatCompletionMessageParam } from 'openai/resources/chat/completions';
-import type { CompletionUsage } from 'openai/resources/completions';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { loadOpenAiConfig } from './config';
 import {
   ChatProxyError,
@@ -9,10 +7,30 @@ import {
   UpstreamRejectedError,
   UpstreamTimeoutError,
 } from './errors';
-import { annotate, timeUpstream } from './observability';
+import { annotate } from './observability';
+import {
+  Exchange,
+  errorMessageOf,
+  IncompleteBodyError,
+  isStaleSocketError,
+  type KeyHeaders,
+  OpenAiEndpoint,
+  readText,
+  retryDelayMs,
+  SseDecoder,
+  shouldRetry,
+} from './openai-wire';
 import { getSecretString } from './secrets';
 
+/**
+ * The OpenAI client: chat completions (buffered or streamed) and moderation over OpenAI's HTTP
+ * API, with the deployment's key, model and limits. It is on every turn's hot path, so a call
+ * costs one request body built as a string, one timer and precomputed headers.
+ */
+
 export const openAiConfig = loadOpenAiConfig();
+
+const endpoint = new OpenAiEndpoint(openAiConfig.baseURL ?? 'https://api.openai.com/v1');
 
 export interface TokenUsage {
   readonly completion_tokens: number;
@@ -31,116 +49,23 @@ export interface ModerationResult {
   readonly results: unknown[];
 }
 
-let client: OpenAI | undefined;
-let clientKey: string | undefined;
+/** A part of a message's content, as OpenAI's chat API takes it (image turns). */
+export type ContentPart =
+  | { readonly type: 'text'; readonly text: string }
+  | { readonly type: 'image_url'; readonly image_url: { readonly url: string } };
 
-/**
- * The container's OpenAI client. It is rebuilt only when the key changes, which happens after a
- * 401 makes us read the secret again (a rotated key is picked up without a redeploy).
- */
-async function getClient(forceRefresh: boolean): Promise<OpenAI> {
-  const key =
-    'value' in openAiConfig.apiKey
-      ? openAiConfig.apiKey.value
-      : await getSecretString(openAiConfig.apiKey.secretArn, { forceRefresh });
-  if (client === undefined || key !== clientKey) {
-    client = new OpenAI({
-      apiKey: key,
-      baseURL: openAiConfig.baseURL,
-      timeout: openAiConfig.timeoutMs,
-      maxRetries: openAiConfig.maxRetries,
-    });
-    clientKey = key;
-  }
-  return client;
-}
-
-type Request<T> = (openai: OpenAI) => Promise<T>;
-
-/** Runs a request; after a 401 it reads the key secret again and retries once with the new key. */
-async function call<T>(request: Request<T>): Promise<T> {
-  try {
-    return await request(await getClient(false));
-  } catch (error) {
-    const canRefresh = error instanceof OpenAI.AuthenticationError && 'secretArn' in openAiConfig.apiKey;
-    if (!canRefresh) throw toChatProxyError(error);
-  }
-  try {
-    return await request(await getClient(true));
-  } catch (error) {
-    throw toChatProxyError(error);
-  }
+/** One prompt message, as OpenAI's chat API takes it. */
+export interface ChatMessageParam {
+  readonly role: 'system' | 'user' | 'assistant';
+  readonly content: string | readonly ContentPart[];
 }
 
 /**
- * Runs a request under a deadline. The SDK's own timeout stops at the response headers, so a
- * server that sends headers and then stalls would otherwise hold the request forever.
+ * A prompt message: an object, or one message already serialized as JSON (e.g. read from storage
+ * as it was stored), which goes into the request body as it is, unparsed. Such a string must be
+ * one JSON object of a `ChatMessageParam`.
  */
-async function callWithDeadline<T>(request: (openai: OpenAI, signal: AbortSignal) => Promise<T>): Promise<T> {
-  const deadline = AbortSignal.timeout(openAiConfig.timeoutMs);
-  try {
-    return await call((openai) => request(openai, deadline));
-  } catch (error) {
-    if (deadline.aborted) throw new UpstreamTimeoutError(undefined, { cause: error });
-    throw error;
-  }
-}
-
-/** Maps the SDK's errors to ours; the message never carries our key or a stack. */
-export function toChatProxyError(error: unknown): unknown {
-  if (error instanceof ChatProxyError) return error;
-  if (error instanceof OpenAI.APIConnectionTimeoutError)
-    return new UpstreamTimeoutError(undefined, { cause: error });
-  if (error instanceof OpenAI.APIUserAbortError) return error;
-  if (error instanceof OpenAI.APIConnectionError) {
-    return new UpstreamError('upstream_unreachable', 'OpenAI could not be reached', { cause: error });
-  }
-  if (error instanceof OpenAI.RateLimitError) {
-    return new UpstreamRateLimitedError(
-      'OpenAI is rate-limiting requests, try again later',
-      error.headers.get('retry-after') ?? undefined,
-      { cause: error },
-    );
-  }
-  if (error instanceof OpenAI.AuthenticationError || error instanceof OpenAI.PermissionDeniedError) {
-    return new UpstreamError('upstream_auth_failed', 'OpenAI rejected the configured API key', {
-      cause: error,
-    });
-  }
-  if (error instanceof OpenAI.BadRequestError || error instanceof OpenAI.UnprocessableEntityError) {
-    return new UpstreamRejectedError(`OpenAI rejected the request: ${upstreamMessage(error)}`, {
-      cause: error,
-    });
-  }
-  if (error instanceof OpenAI.APIError) {
-    return new UpstreamError('upstream_error', `OpenAI answered with status ${error.status ?? 'unknown'}`, {
-      cause: error,
-    });
-  }
-  return error;
-}
-
-function upstreamMessage(error: InstanceType<typeof OpenAI.APIError>): string {
-  const detail = (error.error as { message?: unknown } | undefined)?.message;
-  return typeof detail === 'string' && detail !== '' ? detail.slice(0, 500) : `status ${error.status}`;
-}
-
-/** One chat completion with the deployment's model and parameters. */
-export async function complete(
-  messages: ChatCompletionMessageParam[],
-  model: ModelOptions = {},
-): Promise<Completion> {
-  const completion = await timeUpstream(() =>
-    callWithDeadline((openai, signal) =>
-      openai.chat.completions.create({ ...completionParams(messages, model), stream: false }, { signal }),
-    ),
-  );
-  const message = completion.choices?.[0]?.message;
-  if (message === undefined) {
-    throw new UpstreamError('upstream_invalid_response', 'OpenAI answered without a message');
-  }
-  return { content: message.content ?? message.refusal ?? '', tokens: tokensOf(completion.usage) };
-}
+export type PromptMessage = ChatMessageParam | string;
 
 /** A chat's own model settings; each falls back to the deployment's. */
 export interface ModelOptions {
@@ -149,18 +74,180 @@ export interface ModelOptions {
   readonly maxTokens?: number;
 }
 
-function completionParams(messages: ChatCompletionMessageParam[], options: ModelOptions) {
-  const temperature = options.temperature ?? openAiConfig.temperature;
-  const maxTokens = options.maxTokens ?? openAiConfig.maxTokens;
-  return {
-    model: options.model ?? openAiConfig.model,
-    messages,
-    ...(temperature === undefined ? {} : { temperature }),
-    ...(maxTokens === undefined ? {} : { max_completion_tokens: maxTokens }),
-  };
+/** What a streamed completion yields: text as it is written, then the token usage. */
+export type StreamEvent =
+  | { readonly type: 'delta'; readonly content: string }
+  | { readonly type: 'end'; readonly tokens: TokenUsage };
+
+/** The headers of a key given in the environment; a secret-held key's are built when read. */
+const fixedHeaders =
+  'value' in openAiConfig.apiKey ? endpoint.headersFor(openAiConfig.apiKey.value) : undefined;
+let secretHeaders: KeyHeaders | undefined;
+
+/**
+ * The headers of the current key. A secret-held key is read through the secrets cache; with
+ * `forceRefresh` (after a 401) it is read again, so a rotated key is picked up without a redeploy.
+ */
+async function keyHeaders(forceRefresh: boolean): Promise<KeyHeaders> {
+  const { apiKey } = openAiConfig;
+  if ('value' in apiKey) return fixedHeaders as KeyHeaders;
+  const key = await getSecretString(apiKey.secretArn, { forceRefresh });
+  if (secretHeaders?.key !== key) secretHeaders = endpoint.headersFor(key);
+  return secretHeaders;
 }
 
-function tokensOf(usage: CompletionUsage | null | undefined): TokenUsage {
+/** The request body of a chat completion, built around the messages without re-serializing any. */
+function completionBody(messages: readonly PromptMessage[], options: ModelOptions, stream: boolean): string {
+  const temperature = options.temperature ?? openAiConfig.temperature;
+  const maxTokens = options.maxTokens ?? openAiConfig.maxTokens;
+  let body = `{"model":${JSON.stringify(options.model ?? openAiConfig.model)},"messages":[`;
+  for (let i = 0; i < messages.length; i += 1) {
+    const message = messages[i];
+    if (i > 0) body += ',';
+    body += typeof message === 'string' ? message : JSON.stringify(message);
+  }
+  body += ']';
+  if (temperature !== undefined) body += `,"temperature":${JSON.stringify(temperature)}`;
+  if (maxTokens !== undefined) body += `,"max_completion_tokens":${JSON.stringify(maxTokens)}`;
+  if (stream) body += ',"stream":true,"stream_options":{"include_usage":true}';
+  return `${body}}`;
+}
+
+/**
+ * Sends the exchange's request until OpenAI answers 2xx, and returns that response. Retries (up to
+ * OPENAI_MAX_RETRIES) what the `openai` SDK retried: connection failures, 408, 409, 429 and 5xx
+ * (or as `x-should-retry` says), waiting as the answer asks or backing off, never past the
+ * deadline. A 401 with a secret-held key reads the secret again and tries once more; a request
+ * that died on a kept-alive socket the server had closed is sent again on a new one.
+ */
+async function open(exchange: Exchange, stream: boolean): Promise<IncomingMessage> {
+  let headers = fixedHeaders ?? (await keyHeaders(false));
+  let refreshed = false;
+  let retries = 0;
+  for (;;) {
+    if (exchange.stopped) throw new Error('The OpenAI call stopped before it was sent');
+    let response: IncomingMessage;
+    try {
+      response = await exchange.send(stream ? headers.stream : headers.json);
+    } catch (error) {
+      if (exchange.stopped) throw error;
+      if (exchange.reusedSocket && isStaleSocketError(error)) continue;
+      if (retries < openAiConfig.maxRetries && (await exchange.pause(retryDelayMs(retries++)))) continue;
+      throw new UpstreamError('upstream_unreachable', 'OpenAI could not be reached', { cause: error });
+    }
+    const status = response.statusCode ?? 0;
+    if (status >= 200 && status < 300) return response;
+    if (status === 401 && !refreshed && 'secretArn' in openAiConfig.apiKey) {
+      response.resume();
+      refreshed = true;
+      headers = await keyHeaders(true);
+      continue;
+    }
+    if (retries < openAiConfig.maxRetries && shouldRetry(status, response.headers)) {
+      const wait = exchange.pause(retryDelayMs(retries, response.headers));
+      if (wait !== false) {
+        response.resume();
+        retries += 1;
+        if (await wait) continue;
+        throw new Error('The OpenAI call stopped while waiting to retry');
+      }
+    }
+    throw statusError(status, response.headers, await readText(response));
+  }
+}
+
+/**
+ * Maps a failed call to our errors; the message never carries our key or a stack. A timed-out
+ * exchange is a timeout whatever the failure looked like.
+ */
+function failure(error: unknown, exchange: Exchange): unknown {
+  if (exchange.timedOut) return new UpstreamTimeoutError(undefined, { cause: error });
+  return toChatProxyError(error);
+}
+
+/**
+ * Maps what the wire layer throws to our errors: ours pass through, a body cut short is an
+ * incomplete reply, a network error is an unreachable OpenAI; anything else is left as it is.
+ */
+export function toChatProxyError(error: unknown): unknown {
+  if (error instanceof ChatProxyError) return error;
+  if (error instanceof IncompleteBodyError) {
+    return new UpstreamError('upstream_incomplete', 'OpenAI ended the reply before it was complete', {
+      cause: error,
+    });
+  }
+  if (error instanceof Error && typeof (error as NodeJS.ErrnoException).code === 'string') {
+    return new UpstreamError('upstream_unreachable', 'OpenAI could not be reached', { cause: error });
+  }
+  return error;
+}
+
+/** The error of a non-2xx answer. */
+function statusError(status: number, headers: IncomingHttpHeaders, body: string): ChatProxyError {
+  if (status === 429) {
+    return new UpstreamRateLimitedError(
+      'OpenAI is rate-limiting requests, try again later',
+      headers['retry-after'],
+    );
+  }
+  if (status === 401 || status === 403) {
+    return new UpstreamError('upstream_auth_failed', 'OpenAI rejected the configured API key');
+  }
+  if (status === 400 || status === 422) {
+    const reason = errorMessageOf(body)?.slice(0, 500) ?? `status ${status}`;
+    return new UpstreamRejectedError(`OpenAI rejected the request: ${reason}`);
+  }
+  return new UpstreamError('upstream_error', `OpenAI answered with status ${status}`);
+}
+
+function invalidResponse(message: string, cause?: unknown): UpstreamError {
+  return new UpstreamError('upstream_invalid_response', message, { cause });
+}
+
+/** A buffered call: `POST path` and OpenAI's JSON answer, all within OPENAI_TIMEOUT_MS. */
+async function post(path: string, body: string): Promise<unknown> {
+  const started = performance.now();
+  const exchange = new Exchange(endpoint, path, Buffer.from(body), openAiConfig.timeoutMs);
+  let text: string;
+  try {
+    text = await readText(await open(exchange, false));
+  } catch (error) {
+    throw failure(error, exchange);
+  } finally {
+    exchange.finish();
+    annotate({ upstream_latency_ms: Math.round(performance.now() - started) });
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw invalidResponse('OpenAI answered with a body that is not JSON', error);
+  }
+}
+
+interface CompletionResponse {
+  readonly choices?: readonly {
+    readonly message?: { readonly content?: string | null; readonly refusal?: string | null } | null;
+  }[];
+  readonly usage?: Partial<TokenUsage> | null;
+}
+
+/** One chat completion with the deployment's model and parameters. */
+export async function complete(
+  messages: readonly PromptMessage[],
+  model: ModelOptions = {},
+): Promise<Completion> {
+  const completion = (await post('/chat/completions', completionBody(messages, model, false))) as
+    | CompletionResponse
+    | null
+    | undefined;
+  const message = completion?.choices?.[0]?.message;
+  if (message === undefined || message === null) {
+    throw invalidResponse('OpenAI answered without a message');
+  }
+  return { content: message.content ?? message.refusal ?? '', tokens: tokensOf(completion?.usage) };
+}
+
+function tokensOf(usage: Partial<TokenUsage> | null | undefined): TokenUsage {
   return {
     completion_tokens: usage?.completion_tokens ?? 0,
     prompt_tokens: usage?.prompt_tokens ?? 0,
@@ -168,86 +255,119 @@ function tokensOf(usage: CompletionUsage | null | undefined): TokenUsage {
   };
 }
 
-/** What a streamed completion yields: text as it is written, then the token usage. */
-export type StreamEvent =
-  | { readonly type: 'delta'; readonly content: string }
-  | { readonly type: 'end'; readonly tokens: TokenUsage };
-
 /**
  * Starts a streamed completion. The promise settles once OpenAI has answered with its status, so
  * every upstream refusal (429, 5xx, bad key) is thrown before the caller writes a byte; the
  * returned iterator then yields the reply as it is written. `signal` aborts the upstream request
- * (the client went away). No progress for OPENAI_TIMEOUT_MS is a timeout.
+ * (the client went away), after which the iterator throws `signal.reason`. No progress for
+ * OPENAI_TIMEOUT_MS is a timeout.
  */
 export async function streamCompletion(
-  messages: ChatCompletionMessageParam[],
+  messages: readonly PromptMessage[],
   signal: AbortSignal,
   model: ModelOptions = {},
 ): Promise<AsyncGenerator<StreamEvent>> {
+  signal.throwIfAborted();
   const started = performance.now();
-  const idle = new AbortController();
-  let timer = setTimeout(() => idle.abort(), openAiConfig.timeoutMs);
-  const progressed = () => {
-    clearTimeout(timer);
-    timer = setTimeout(() => idle.abort(), openAiConfig.timeoutMs);
-  };
-  const failure = (error: unknown) =>
-    idle.signal.aborted ? new UpstreamTimeoutError(undefined, { cause: error }) : toChatProxyError(error);
-  // Mid-stream, the SDK passes on the fetch error as it is (e.g. undici's "terminated").
-  const cutOff = (error: unknown) => {
-    const mapped = failure(error);
-    if (mapped instanceof ChatProxyError || signal.aborted) return mapped;
-    return new UpstreamError('upstream_incomplete', 'OpenAI ended the reply before it was complete', {
-      cause: error,
-    });
-  };
-
-  let stream: AsyncIterable<ChatCompletionChunk>;
+  const body = Buffer.from(completionBody(messages, model, true));
+  const exchange = new Exchange(endpoint, '/chat/completions', body, openAiConfig.timeoutMs, signal);
+  let response: IncomingMessage;
   try {
-    stream = await call((openai) =>
-      openai.chat.completions.create(
-        { ...completionParams(messages, model), stream: true, stream_options: { include_usage: true } },
-        { signal: AbortSignal.any([signal, idle.signal]) },
-      ),
-    );
+    response = await open(exchange, true);
   } catch (error) {
-    clearTimeout(timer);
-    throw failure(error);
+    exchange.finish();
+    annotate({ upstream_latency_ms: Math.round(performance.now() - started) });
+    throw signal.aborted ? signal.reason : failure(error, exchange);
   }
+  exchange.progressed();
+  response.setEncoding('utf8');
+  return replyEvents(exchange, response, signal, started);
+}
 
-  return (async function* () {
-    let usage: CompletionUsage | null | undefined;
-    let finished = false;
-    try {
-      for await (const chunk of stream) {
-        progressed();
+interface CompletionChunk {
+  readonly error?: { readonly message?: unknown };
+  readonly choices?: readonly {
+    readonly delta?: { readonly content?: string | null } | null;
+    readonly finish_reason?: string | null;
+  }[];
+  readonly usage?: Partial<TokenUsage> | null;
+}
+
+async function* replyEvents(
+  exchange: Exchange,
+  response: IncomingMessage,
+  signal: AbortSignal,
+  started: number,
+): AsyncGenerator<StreamEvent> {
+  const decoder = new SseDecoder();
+  const events: string[] = [];
+  let usage: Partial<TokenUsage> | null | undefined;
+  let finished = false;
+  let done = false;
+  try {
+    for await (const text of response) {
+      exchange.progressed();
+      decoder.push(text as string, events);
+      for (let i = 0; i < events.length && !done; i += 1) {
+        const data = events[i] as string;
+        if (data === '') continue;
+        if (data.startsWith('[DONE]')) {
+          done = true;
+          break;
+        }
+        const chunk = parseChunk(data);
         const choice = chunk.choices?.[0];
-        if (choice?.delta?.content) yield { type: 'delta', content: choice.delta.content } as const;
-        finished ||= Boolean(choice?.finish_reason);
+        const content = choice?.delta?.content;
+        if (content) yield { type: 'delta', content };
+        if (choice?.finish_reason) finished = true;
         usage = chunk.usage ?? usage;
       }
-    } catch (error) {
-      throw cutOff(error);
-    } finally {
-      clearTimeout(timer);
-      annotate({ upstream_latency_ms: Math.round(performance.now() - started) });
+      events.length = 0;
     }
-    // The SDK ends the iteration quietly on an abort, and a cut connection can look like a short
-    // stream: only a finish reason says the reply is complete.
-    if (idle.signal.aborted) throw new UpstreamTimeoutError();
+  } catch (error) {
     if (signal.aborted) throw signal.reason;
-    if (!finished)
-      throw new UpstreamError('upstream_incomplete', 'OpenAI ended the reply before it was complete');
-    yield { type: 'end', tokens: tokensOf(usage) } as const;
-  })();
+    if (error instanceof ChatProxyError || exchange.timedOut) throw failure(error, exchange);
+    // The connection was cut mid-reply.
+    throw new UpstreamError('upstream_incomplete', 'OpenAI ended the reply before it was complete', {
+      cause: error,
+    });
+  } finally {
+    // Stopped early (an error, or the caller left the loop): the rest of the reply is not wanted.
+    if (response.complete) exchange.finish();
+    else exchange.cancel();
+    annotate({ upstream_latency_ms: Math.round(performance.now() - started) });
+  }
+  if (signal.aborted) throw signal.reason;
+  if (exchange.timedOut) throw new UpstreamTimeoutError();
+  // A cut connection can look like a short stream: only a finish reason says the reply is complete.
+  if (!finished)
+    throw new UpstreamError('upstream_incomplete', 'OpenAI ended the reply before it was complete');
+  yield { type: 'end', tokens: tokensOf(usage) };
+}
+
+/** One streamed event's JSON; an error OpenAI reports mid-stream ends the reply. */
+function parseChunk(data: string): CompletionChunk {
+  let chunk: CompletionChunk | null;
+  try {
+    chunk = JSON.parse(data) as CompletionChunk | null;
+  } catch (error) {
+    throw invalidResponse('OpenAI sent a stream event that is not JSON', error);
+  }
+  if (chunk === null || typeof chunk !== 'object')
+    throw invalidResponse('OpenAI sent an unexpected stream event');
+  if (chunk.error) {
+    const reason = typeof chunk.error.message === 'string' ? `: ${chunk.error.message.slice(0, 500)}` : '';
+    throw new UpstreamError('upstream_error', `OpenAI failed during the reply${reason}`);
+  }
+  return chunk;
 }
 
 /** OpenAI moderation of one text, answered as OpenAI gives it. */
 export async function moderate(input: string): Promise<ModerationResult> {
-  const { id, model, results } = await timeUpstream(() =>
-    callWithDeadline((openai, signal) =>
-      openai.moderations.create({ model: openAiConfig.moderationModel, input }, { signal }),
-    ),
-  );
+  const body = `{"model":${JSON.stringify(openAiConfig.moderationModel)},"input":${JSON.stringify(input)}}`;
+  const answer = await post('/moderations', body);
+  if (answer === null || typeof answer !== 'object')
+    throw invalidResponse('OpenAI answered without a result');
+  const { id, model, results } = answer as ModerationResult;
   return { id, model, results };
 }
