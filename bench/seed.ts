@@ -27,9 +27,8 @@ export class Seeder {
 
   /** Appends `pairs` turns (the bench's user message and reply) to one chat. */
   async seedChat(chat: ChatRef, pairs: number): Promise<void> {
-    const defaults = { model: 'gpt-4.1-mini', reserve: 0, maxContext: 10, contexts: {}, fallback: 10 };
     for (let i = 0; i < pairs; i += 1) {
-      const begun = await this.repository.beginTurn(chat, 10_000, 0, defaults);
+      const begun = await this.repository.beginTurn(chat, 10_000);
       if (!begun.acquired) throw new Error(`seed: chat ${chat.chatId} is busy`);
       const result = await this.repository.commitTurn(chat, begun.lease, {
         user: { role: 'user', content: USER_MESSAGE },

@@ -60,28 +60,29 @@ export interface ChatInfo extends ChatSummary {
   readonly settings: ChatSettings;
 }
 
+/**
+ * The newest part of a chat's history: whole pairs (a user message and its reply), each message
+ * as the JSON OpenAI takes (`{"role":…,"content":…}`), ready to be spliced into a request.
+ */
+export interface HistoryTail {
+  /** Messages, oldest first: two per pair. */
+  readonly messages: string[];
+  /** Tokens of each pair, newest first. */
+  readonly pairTokens: number[];
+  /** Pairs stored before these (0 when the whole history was read). */
+  readonly olderPairs: number;
+}
+
 /** What a turn reads before calling the model. */
 export interface TurnContext {
   readonly globalSystemPrompt: string | null;
   readonly chatSystemPrompt: string | null;
-  /** The newest whole pairs that fit the budget, oldest first. */
-  readonly history: ChatMessage[];
-  /** Token cost of each pair of `history`, oldest first. */
-  readonly pairTokens: number[];
-  /** Tokens left for the system prompts and history once the new message is taken off. */
-  readonly budget: number;
+  /**
+   * The chat's newest pairs, up to `TURN_READ_PAIRS`; the caller picks the window that fits its
+   * budget and reads on with `readOlderPairs` only if the window needs more.
+   */
+  readonly history: HistoryTail;
   readonly settings: ChatSettings;
-}
-
-/** The deployment defaults a turn's budget is computed from. */
-export interface TurnDefaults {
-  readonly model: string;
-  /** Tokens kept free for the reply, unless the chat sets max_tokens. */
-  readonly reserve: number;
-  /** The deployment's budget, if it sets one. */
-  readonly maxContext: number | undefined;
-  readonly contexts: Readonly<Record<string, number>>;
-  readonly fallback: number;
 }
 
 /** The right to run one turn on a chat: held in Redis until committed, released or expired. */
@@ -155,13 +156,13 @@ export interface ChatRepository {
   getChatInfo(chat: ChatRef): Promise<ChatInfo | null>;
   /** One page of messages, oldest first; reads O(page) whatever the chat's length. */
   getMessages(chat: ChatRef, page: PageRequest): Promise<MessagePage>;
-  /** Takes the chat's turn lease, if free, and reads what the turn needs, in one round trip. */
-  beginTurn(
-    chat: ChatRef,
-    leaseMs: number,
-    userTokens: number,
-    defaults: TurnDefaults,
-  ): Promise<BeginTurnResult>;
+  /**
+   * Takes the chat's turn lease, if free, and reads what the turn needs, in one round trip. The
+   * request is written before this returns, so the caller can work while Redis answers.
+   */
+  beginTurn(chat: ChatRef, leaseMs: number): Promise<BeginTurnResult>;
+  /** The `count` pairs stored before the newest `skip` pairs, in one round trip. */
+  readOlderPairs(chat: ChatRef, skip: number, count: number): Promise<HistoryTail>;
   /**
    * Appends the user message and its reply together (both or neither) with the chat's usage and
    * releases the lease, only if the lease is still this turn's and the chat was not cleared since
@@ -285,7 +286,7 @@ type Scripted = RedisClient & { [name in ScriptName]: (...args: (string | number
  * defines them when it creates the client; a client made elsewhere (a test's) gets them here.
  */
 function scripted(redis: RedisClient): Scripted {
-  if (!('beginTurn' in redis)) {
+  if (!(FIRST_SCRIPT in redis)) {
     for (const [name, lua] of Object.entries(scripts)) {
       redis.defineCommand(name, { numberOfKeys: scriptKeyCounts[name as ScriptName], lua });
     }
@@ -293,14 +294,41 @@ function scripted(redis: RedisClient): Scripted {
   return redis as Scripted;
 }
 
+/** A client with this command has them all (defining them again would lose ioredis' SHA state). */
+const FIRST_SCRIPT = Object.keys(scripts)[0] as ScriptName;
+
 function decodeMessage(raw: string): StoredMessage {
   return JSON.parse(raw) as StoredMessage;
 }
 
-/** A message for the prompt: what OpenAI takes, nothing else. */
-function promptMessage(raw: string): ChatMessage {
-  const { role, content } = decodeMessage(raw);
-  return { role, content };
+/**
+ * A stored message as the prompt takes it, `{"role":…,"content":…}`, cut out of the stored JSON
+ * without parsing it: the commit script writes `{"id":N,` in front of `{"role":…,"content":…,
+ * "created_at":…,"tokens":…}`. The first `,"role":` follows the numeric id; the last
+ * `,"created_at":` is the top-level one (inside a JSON string every quote is escaped, and the
+ * content comes before it). Anything else is parsed and re-encoded.
+ */
+function promptJson(raw: string): string {
+  const role = raw.startsWith('{"id":') ? raw.indexOf(',"role":') : -1;
+  const end = raw.lastIndexOf(',"created_at":');
+  if (role > 0 && end > role) return `{${raw.slice(role + 1, end)}}`;
+  const { role: storedRole, content } = decodeMessage(raw);
+  return JSON.stringify({ role: storedRole, content });
+}
+
+/** Pairs a turn reads with the lease: most windows fit, and a longer one reads on. */
+export const TURN_READ_PAIRS = 64;
+
+function historyTail(rawMessages: string[], rawPairs: string[], olderPairs: number): HistoryTail {
+  // A pair's two messages are written together, so both lists end alike; a pair whose messages
+  // are missing (never expected) is left out rather than sent half.
+  const pairs = Math.min(rawPairs.length, Math.floor(rawMessages.length / 2));
+  const messages = rawMessages.slice(rawMessages.length - 2 * pairs).map(promptJson);
+  const pairTokens = rawPairs
+    .slice(rawPairs.length - pairs)
+    .map(Number)
+    .reverse();
+  return { messages, pairTokens, olderPairs };
 }
 
 /** JSON of a message without its id: the commit script puts the id in front. */
@@ -311,7 +339,11 @@ function encodeWithoutId(message: ChatMessage, createdAt: number, tokens: number
 const NUMERIC_SETTINGS = new Set(['temperature', 'max_tokens', 'max_context_tokens', 'ttl_days']);
 
 function decodeSettings(json: string): ChatSettings {
-  const raw = JSON.parse(json) as Record<string, string>;
+  return settingsOf(JSON.parse(json) as Record<string, string>);
+}
+
+/** The settings hash as Redis holds it (all strings) as typed settings. */
+function settingsOf(raw: Record<string, string>): ChatSettings {
   const settings: Record<string, string | number> = {};
   for (const [field, value] of Object.entries(raw))
     settings[field] = NUMERIC_SETTINGS.has(field) ? Number(value) : value;
@@ -408,7 +440,7 @@ export class RedisChatRepository implements ChatRepository {
 
   async getSettings(chat: ChatRef): Promise<ChatSettings> {
     const raw = await this.run((redis) => redis.hgetall(keys.chat(chat).settings));
-    return decodeSettings(JSON.stringify(raw));
+    return settingsOf(raw);
   }
 
   async updateSettings(chat: ChatRef, change: SettingsChange): Promise<ChatSettings> {
@@ -466,60 +498,87 @@ export class RedisChatRepository implements ChatRepository {
     };
   }
 
-  beginTurn(
-    chat: ChatRef,
-    leaseMs: number,
-    userTokens: number,
-    defaults: TurnDefaults,
-  ): Promise<BeginTurnResult> {
+  beginTurn(chat: ChatRef, leaseMs: number): Promise<BeginTurnResult> {
     const token = randomUUID();
+    const k = keys.chat(chat);
     return this.run(async (redis) => {
-      // Sent together, so the turn waits one round trip, not two. Not a MULTI or one pipeline: the
-      // tenant's prompt lives in another hash slot than the chat, on another node of a cluster.
-      const [globalSystemPrompt, reply] = await Promise.all([
+      // One round trip: the tenant's prompt beside a transaction on the chat's slot (another
+      // node of a cluster may hold the tenant's keys). A plain MULTI rather than a script: Lua
+      // would copy every message it returns twice, which costs Redis more than the reads.
+      const [globalSystemPrompt, results] = await Promise.all([
         redis.get(keys.tenant(chat.tenant).system),
-        scripted(redis).beginTurn(...chatKeys(chat), token, leaseMs, userTokens, JSON.stringify(defaults)),
+        redis
+          .multi()
+          .set(k.lease, token, 'PX', leaseMs, 'NX')
+          .pttl(k.lease)
+          .hget(k.meta, 'gen')
+          .hgetall(k.settings)
+          .get(k.system)
+          .llen(k.pairs)
+          .lrange(k.pairs, -TURN_READ_PAIRS, -1)
+          .lrange(k.messages, -2 * TURN_READ_PAIRS, -1)
+          .exec(),
       ]);
-      const [acquired, ...rest] = reply as [number, ...unknown[]];
-      if (acquired === 0) return { acquired: false, retryInMs: Math.max(Number(rest[0]), 0) };
-      const [generation, settings, budget, window, costs, chatSystemPrompt] = rest as [
-        string,
-        string,
-        number,
-        string[],
-        number[],
-        string | null | undefined,
-      ];
+      const replies = (results ?? []).map(([error, reply]) => {
+        if (error) throw error;
+        return reply;
+      });
+      const [taken, pttl, generation, settings, chatSystemPrompt, pairCount, rawPairs, rawMessages] =
+        replies as [
+          string | null,
+          number,
+          string | null,
+          Record<string, string>,
+          string | null,
+          number,
+          string[],
+          string[],
+        ];
+      if (taken !== 'OK') return { acquired: false, retryInMs: Math.max(Number(pttl), 0) };
+      const history = historyTail(rawMessages, rawPairs, Math.max(pairCount - rawPairs.length, 0));
       return {
         acquired: true,
         lease: {
           token,
-          generation: String(generation),
-          context: {
-            globalSystemPrompt,
-            chatSystemPrompt: chatSystemPrompt ?? null,
-            history: window.map(promptMessage),
-            pairTokens: costs.map(Number).reverse(),
-            budget: Number(budget),
-            settings: decodeSettings(settings),
-          },
+          generation: generation ?? '0',
+          context: { globalSystemPrompt, chatSystemPrompt, history, settings: settingsOf(settings) },
         },
       };
     });
   }
 
+  async readOlderPairs(chat: ChatRef, skip: number, count: number): Promise<HistoryTail> {
+    const k = keys.chat(chat);
+    const results = await this.run((redis) =>
+      redis
+        .multi()
+        .llen(k.pairs)
+        .lrange(k.pairs, -(skip + count), -(skip + 1))
+        .lrange(k.messages, -2 * (skip + count), -(2 * skip + 1))
+        .exec(),
+    );
+    const [pairCount, rawPairs, rawMessages] = (results ?? []).map(([error, reply]) => {
+      if (error) throw error;
+      return reply;
+    }) as [number, string[], string[]];
+    return historyTail(rawMessages, rawPairs, Math.max(pairCount - skip - rawPairs.length, 0));
+  }
+
   async commitTurn(chat: ChatRef, lease: TurnLease, turn: TurnRecord): Promise<CommitResult> {
     const now = Date.now();
     const { usage } = turn;
-    const tenantUsage = keys.tenant(chat.tenant).usage;
-    const addUsage = (redis: RedisClient, sign: 1 | -1) =>
-      redis
-        .multi()
-        .hincrby(tenantUsage, 'prompt_tokens', sign * usage.prompt_tokens)
-        .hincrby(tenantUsage, 'completion_tokens', sign * usage.completion_tokens)
-        .hincrby(tenantUsage, 'total_tokens', sign * usage.total_tokens)
-        .hincrby(tenantUsage, 'turns', sign)
-        .exec();
+    const tenant = keys.tenant(chat.tenant);
+    const addUsage = (redis: RedisClient, sign: 1 | -1, chatId: string) =>
+      scripted(redis).tenantTurn(
+        tenant.usage,
+        tenant.chats,
+        sign * usage.prompt_tokens,
+        sign * usage.completion_tokens,
+        sign * usage.total_tokens,
+        sign,
+        now,
+        chatId,
+      );
     return this.run(async (redis) => {
       // One round trip: the turn (with the chat's usage and the lease release, atomically), and
       // beside it the tenant's totals and index, which live in another slot. In the rare case the
@@ -538,11 +597,10 @@ export class RedisChatRepository implements ChatRepository {
           usage.total_tokens,
           this.defaultTtlSeconds,
         ),
-        addUsage(redis, 1),
-        this.index(redis, chat, now),
+        addUsage(redis, 1, chat.chatId),
       ]);
       const [result] = reply as [CommitResult];
-      if (result !== 'stored') await addUsage(redis, -1);
+      if (result !== 'stored') await addUsage(redis, -1, '');
       return result;
     });
   }

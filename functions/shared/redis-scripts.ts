@@ -40,47 +40,6 @@ end
 
 export const scripts = {
   /**
-   * ARGV token leaseMs userTokens defaults(JSON: model, reserve, maxContext?, contexts, fallback)
-   * -> {0, pttl} when another turn holds the chat; else takes the lease and returns
-   *    {1, generation, settings(JSON), budget, window messages, their pair costs newest first,
-   *     chat system prompt?}
-   * The window is the newest whole pairs whose tokens fit the budget: the context size (chat
-   * setting, deployment budget, or model context minus the reply reserve) less the new message.
-   * The caller takes the system prompts off and trims. It reads O(window) entries, however long
-   * the chat.
-   */
-  beginTurn: `${readSettings}
-local holder = redis.call('GET', KEYS[6])
-if holder and holder ~= ARGV[1] then return {0, redis.call('PTTL', KEYS[6])} end
-redis.call('SET', KEYS[6], ARGV[1], 'PX', ARGV[2])
-local defaults = cjson.decode(ARGV[4])
-local settings = read_settings()
-local model = settings.model or defaults.model
-local reserve = tonumber(settings.max_tokens) or defaults.reserve
-local context = tonumber(settings.max_context_tokens) or defaults.maxContext
-  or ((defaults.contexts[model] or defaults.fallback) - reserve)
-local budget = context - tonumber(ARGV[3])
-local costs = {}
-local used = 0
-local index = redis.call('LLEN', KEYS[3]) - 1
-local full = false
-while index >= 0 and not full do
-  local from = math.max(0, index - 63)
-  local chunk = redis.call('LRANGE', KEYS[3], from, index)
-  for j = #chunk, 1, -1 do
-    local cost = tonumber(chunk[j])
-    if used + cost > budget then full = true break end
-    used = used + cost
-    costs[#costs + 1] = cost
-  end
-  index = from - 1
-end
-local window = {}
-if #costs > 0 then window = redis.call('LRANGE', KEYS[2], -2 * #costs, -1) end
-return {1, redis.call('HGET', KEYS[1], 'gen') or '0', cjson.encode(settings), budget, window, costs,
-  redis.call('GET', KEYS[4])}`,
-
-  /**
    * ARGV token generation now user assistant pairTokens prompt completion total defaultTtl
    * (user and assistant are JSON objects without an id; the script gives them the next two ids)
    * -> {'lease_lost'} unless the lease is still ours; {'cleared'} if the chat was cleared since
@@ -101,6 +60,19 @@ redis.call('HINCRBY', KEYS[1], 'total_tokens', ARGV[9])
 redis.call('HINCRBY', KEYS[1], 'turns', 1)
 touch(ARGV[3], ARGV[10])
 return {'stored', next_id}`,
+
+  /**
+   * KEYS usage index (the tenant's)  ARGV prompt completion total turns now chatId(or '')
+   * -> adds a turn's usage to the tenant's totals and, given a chat id, refreshes the chat's entry
+   *    in the index. One command instead of a transaction of five: it rides beside commitTurn.
+   */
+  tenantTurn: `
+redis.call('HINCRBY', KEYS[1], 'prompt_tokens', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'completion_tokens', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'total_tokens', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'turns', ARGV[4])
+if ARGV[6] ~= '' then redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6]) end
+return 1`,
 
   /** ARGV token leaseMs -> 1 if the lease was still ours and is extended, else 0. */
   renewLease: `
@@ -226,8 +198,8 @@ return 1`,
 
 /** How many keys each script takes (the idempotency scripts work on a record, not a chat). */
 export const scriptKeyCounts: Readonly<Record<keyof typeof scripts, number>> = {
-  beginTurn: CHAT_KEY_COUNT,
   commitTurn: CHAT_KEY_COUNT,
+  tenantTurn: 2,
   renewLease: CHAT_KEY_COUNT,
   releaseLease: CHAT_KEY_COUNT,
   setSystem: CHAT_KEY_COUNT,

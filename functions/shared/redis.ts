@@ -15,15 +15,27 @@ let connecting: Promise<RedisClient> | undefined;
 /** Set when Redis refused our credentials: the next client reads the URL secret afresh. */
 let refreshSecret = false;
 
+/** The client once created (what `connecting` resolved to), until it is dropped. */
+let ready: RedisClient | undefined;
+
 /**
  * The container's one Redis connection, created on first use (the URL may have to be read from
  * Secrets Manager first) and reused by every later invocation. Never quit per invocation.
  */
 export function getRedis(): Promise<RedisClient> {
-  connecting ??= createClient().catch((error: unknown) => {
-    connecting = undefined;
-    throw error;
-  });
+  if (connecting === undefined) {
+    const attempt: Promise<RedisClient> = createClient().then(
+      (client) => {
+        if (connecting === attempt) ready = client;
+        return client;
+      },
+      (error: unknown) => {
+        if (connecting === attempt) connecting = undefined;
+        throw error;
+      },
+    );
+    connecting = attempt;
+  }
   return connecting;
 }
 
@@ -95,12 +107,16 @@ function clusterClient(url: string, options: RedisOptions, retry: (attempt: numb
  * with an error (a bug, not an outage) is left as it is.
  */
 export async function withRedis<T>(operation: (redis: RedisClient) => Promise<T>): Promise<T> {
-  let redis: RedisClient;
-  try {
-    redis = await getRedis();
-  } catch (error) {
-    if (error instanceof ChatProxyError) throw error;
-    throw new StorageUnavailableError(undefined, { cause: error });
+  // Once connected, the operation starts in this very call, so its commands are written before
+  // the caller goes on (a turn counts the new message's tokens while Redis answers).
+  let redis = ready;
+  if (redis === undefined) {
+    try {
+      redis = await getRedis();
+    } catch (error) {
+      if (error instanceof ChatProxyError) throw error;
+      throw new StorageUnavailableError(undefined, { cause: error });
+    }
   }
   try {
     return await operation(redis);
@@ -109,8 +125,10 @@ export async function withRedis<T>(operation: (redis: RedisClient) => Promise<T>
     if (error instanceof ReplyError) {
       // The password was rotated, or the secret holds a wrong one: drop this connection, so the
       // next request reads the secret again instead of failing until the container recycles.
-      if (connecting !== undefined && (await connecting.catch(() => undefined)) === redis)
+      if (connecting !== undefined && (await connecting.catch(() => undefined)) === redis) {
         connecting = undefined;
+        ready = undefined;
+      }
       refreshSecret = true;
       redis.disconnect();
       throw new StorageUnavailableError('Chat storage refused our credentials, try again shortly', {

@@ -1,11 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ChatCompletionMessageParam } from 'openai/resources/chat/completions';
 import {
   type ChatMessage,
   type ChatRef,
+  type ChatSettings,
   chatRepository,
+  type HistoryTail,
+  TURN_READ_PAIRS,
   type TurnContext,
-  type TurnDefaults,
   type TurnLease,
 } from './chat-repository';
 import {
@@ -17,7 +18,7 @@ import {
 } from './config';
 import { ChatBusyError, TurnNotStoredError, ValidationError } from './errors';
 import { annotate, annotateContent } from './observability';
-import { complete, type ModelOptions, streamCompletion, type TokenUsage } from './openai';
+import { complete, type ModelOptions, type PromptMessage, streamCompletion, type TokenUsage } from './openai';
 import type { EventSink } from './streaming-route';
 import { messageTokens, REPLY_PRIMING_TOKENS, systemPromptTokens, tokenizerReady } from './tokens';
 
@@ -26,13 +27,6 @@ const { leaseMs } = loadTurnConfig();
 const chatConfig = loadChatConfig();
 // Started at cold start, so the first turn finds the tokenizer loaded or nearly so.
 tokenizerReady().catch(() => undefined);
-const defaults: TurnDefaults = {
-  model: chatConfig.defaultModel,
-  reserve: chatConfig.replyReserveTokens,
-  maxContext: chatConfig.maxContextTokens,
-  contexts: MODEL_CONTEXT_TOKENS,
-  fallback: FALLBACK_CONTEXT_TOKENS,
-};
 
 /** The answer of `POST /{chat_id}/chat` and `POST /{chat_id}/img`. */
 export interface TurnReply {
@@ -48,26 +42,42 @@ export interface TurnOptions {
 
 /**
  * The prompt of a turn: the tenant's system prompt, the chat's system prompt, the stored history
- * and the new user message, in that order. Unset prompts are left out.
+ * and the new user message, in that order. Unset prompts are left out. The history stays the JSON
+ * Redis holds (see `HistoryTail`) and goes into the request unparsed.
  */
-export function composePrompt(context: TurnContext, user: ChatMessage): ChatCompletionMessageParam[] {
-  const messages: ChatCompletionMessageParam[] = [];
+export function composePrompt(context: TurnContext, user: ChatMessage): PromptMessage[] {
+  const messages: PromptMessage[] = [];
   if (context.globalSystemPrompt) messages.push({ role: 'system', content: context.globalSystemPrompt });
   if (context.chatSystemPrompt) messages.push({ role: 'system', content: context.chatSystemPrompt });
-  for (const message of [...context.history, user]) {
-    messages.push(message as ChatCompletionMessageParam);
-  }
+  for (const message of context.history.messages) messages.push(message);
+  messages.push(user);
   return messages;
 }
 
 /**
- * Fits the context to its budget: the window the repository chose left room for the new message;
- * the system prompts and the reply priming come off here, dropping the oldest whole pairs if they
- * no longer fit. A message that cannot fit even alone is refused.
+ * The prompt budget of a chat: its own `max_context_tokens`, else the deployment's, else its
+ * model's context size less the tokens kept for the reply.
  */
-function fitWindow(context: TurnContext): TurnContext {
+function contextTokens(settings: ChatSettings): number {
+  if (settings.max_context_tokens !== undefined) return settings.max_context_tokens;
+  if (chatConfig.maxContextTokens !== undefined) return chatConfig.maxContextTokens;
+  const model = settings.model ?? chatConfig.defaultModel;
+  const reserve = settings.max_tokens ?? chatConfig.replyReserveTokens;
+  const size = Object.hasOwn(MODEL_CONTEXT_TOKENS, model) ? MODEL_CONTEXT_TOKENS[model] : undefined;
+  return (size ?? FALLBACK_CONTEXT_TOKENS) - reserve;
+}
+
+/**
+ * The window: the newest whole pairs that fit what the budget leaves once the system prompts,
+ * the new message and the reply priming are counted, up to the first pair that does not fit.
+ * The lease read the newest pairs; a window wider than that reads on, a growing chunk at a time,
+ * so a turn reads O(window) whatever the chat's length. A message that cannot fit even alone is
+ * refused.
+ */
+async function fitWindow(chat: ChatRef, context: TurnContext, userTokens: number): Promise<TurnContext> {
   const budget =
-    context.budget -
+    contextTokens(context.settings) -
+    userTokens -
     systemPromptTokens(context.globalSystemPrompt) -
     systemPromptTokens(context.chatSystemPrompt) -
     REPLY_PRIMING_TOKENS;
@@ -77,11 +87,28 @@ function fitWindow(context: TurnContext): TurnContext {
       "The message does not fit the chat's context window, even without any history",
     );
   }
-  let used = context.pairTokens.reduce((sum, tokens) => sum + tokens, 0);
-  let drop = 0;
-  while (used > budget) used -= context.pairTokens[drop++] ?? 0;
-  if (drop === 0) return context;
-  return { ...context, history: context.history.slice(drop * 2), pairTokens: context.pairTokens.slice(drop) };
+  let tail: HistoryTail = context.history;
+  let used = 0;
+  let taken = 0;
+  for (;;) {
+    const costs = tail.pairTokens;
+    while (taken < costs.length && used + (costs[taken] ?? 0) <= budget) used += costs[taken++] ?? 0;
+    if (taken < costs.length || tail.olderPairs === 0) break;
+    const older = await chatRepository.readOlderPairs(
+      chat,
+      costs.length,
+      Math.max(TURN_READ_PAIRS, 3 * costs.length),
+    );
+    tail = {
+      messages: [...older.messages, ...tail.messages],
+      pairTokens: [...costs, ...older.pairTokens],
+      olderPairs: older.olderPairs,
+    };
+  }
+  if (taken === tail.pairTokens.length) return { ...context, history: tail };
+  const messages = tail.messages.slice(tail.messages.length - 2 * taken);
+  const olderPairs = tail.olderPairs + tail.pairTokens.length - taken;
+  return { ...context, history: { messages, pairTokens: tail.pairTokens.slice(0, taken), olderPairs } };
 }
 
 function modelOptions(context: TurnContext): ModelOptions {
@@ -100,13 +127,29 @@ interface HeldTurn extends TurnLease {
 
 async function acquire(chat: ChatRef, user: ChatMessage, waitMs: number): Promise<HeldTurn> {
   const deadline = Date.now() + waitMs;
-  await tokenizerReady();
-  const userTokens = messageTokens(user.content);
+  let userTokens: number | undefined;
   for (let attempt = 0; ; attempt += 1) {
-    const result = await chatRepository.beginTurn(chat, leaseMs, userTokens, defaults);
+    const pending = chatRepository.beginTurn(chat, leaseMs);
+    if (userTokens === undefined) {
+      // Counted while Redis answers: the lease request is already on its way.
+      pending.catch(() => undefined);
+      try {
+        await tokenizerReady();
+        userTokens = messageTokens(user.content);
+      } catch (error) {
+        const result = await pending.catch(() => undefined);
+        if (result?.acquired) await release(chat, result.lease);
+        throw error;
+      }
+    }
+    const result = await pending;
     if (result.acquired) {
       try {
-        return { ...result.lease, context: fitWindow(result.lease.context), userTokens };
+        return {
+          ...result.lease,
+          context: await fitWindow(chat, result.lease.context, userTokens),
+          userTokens,
+        };
       } catch (error) {
         await release(chat, result.lease);
         throw error;

@@ -11,7 +11,7 @@ process.env.OPENAI_BASE_URL = fake.baseURL;
 process.env.MAX_CONTEXT_TOKENS = String(BUDGET);
 process.env.OPENAI_MODELS = 'gpt-4.1-mini,gpt-4o-mini';
 
-const { RedisChatRepository } = await import('../../functions/shared/chat-repository');
+const { keys, RedisChatRepository } = await import('../../functions/shared/chat-repository');
 const { messageTokens, REPLY_PRIMING_TOKENS } = await import('../../functions/shared/tokens');
 const postChat = await loadHandler('post-chat');
 const getChat = await loadHandler('get-chat');
@@ -27,9 +27,8 @@ beforeEach(() => fake.reset());
 /** Stores `pairs` turns through the repository itself, much faster than through the handler. */
 async function seed(tenant: string, chatId: string, pairs: number): Promise<void> {
   const repository = new RedisChatRepository({ maxPageBytes: 1 << 20 }, (operation) => operation(redis));
-  const defaults = { model: 'gpt-4.1-mini', reserve: 0, maxContext: 10, contexts: {}, fallback: 10 };
   for (let i = 0; i < pairs; i += 1) {
-    const begun = await repository.beginTurn({ tenant, chatId }, 10_000, 0, defaults);
+    const begun = await repository.beginTurn({ tenant, chatId }, 10_000);
     if (!begun.acquired) throw new Error('seed: chat busy');
     const user = { role: 'user', content: `question ${i}` } as const;
     const assistant = { role: 'assistant', content: `answer ${i} ${'word '.repeat(i % 7)}` } as const;
@@ -81,7 +80,9 @@ describe('a chat with 10,000 stored messages', () => {
     expect(result.statusCode).toBe(200);
     const sent = fake.completions()[0]?.messages ?? [];
     const history = sent.slice(0, -1);
+    expect(history.length).toBeGreaterThan(2 * 64); // more than the lease's first read holds
     expect(history.length % 2).toBe(0);
+    for (const message of sent) expect(Object.keys(message)).toEqual(['role', 'content']);
     expect(history[0]?.role).toBe('user');
     expect(String(history.at(-1)?.content)).toMatch(/^answer 4999 /);
     const used =
@@ -164,6 +165,44 @@ describe('token counting', () => {
       messages.reduce((sum, message) => sum + messageTokens(message.content), 0) + REPLY_PRIMING_TOKENS;
 
     expect(ours).toBe(encodeChat(messages as Parameters<typeof encodeChat>[0], 'gpt-4o').length);
+  });
+
+  it('sends stored messages as OpenAI takes them, whatever their stored shape', async () => {
+    const tenant = uniqueId('t');
+    const chatId = uniqueId('c');
+    await seed(tenant, chatId, 3);
+    const stored = keys.chat({ tenant, chatId }).messages;
+    // A message written without an id or the fields after the content, and one whose content
+    // holds the text the fast path looks for.
+    await redis.lset(stored, 0, JSON.stringify({ role: 'user', content: 'an older shape' }));
+    await redis.lset(
+      stored,
+      2,
+      JSON.stringify({
+        id: 2,
+        role: 'user',
+        content: 'quoted: ,"created_at":1,"role":"x"',
+        created_at: 1,
+        tokens: 20,
+      }),
+    );
+
+    const result = await postChat(
+      apiEvent({
+        method: 'POST',
+        resource: '/{chat_id}/chat',
+        chatId,
+        apiKeyId: tenant,
+        json: { content: 'next' },
+      }),
+    );
+
+    expect(result.statusCode).toBe(200);
+    expect(fake.completions()[0]?.messages.slice(0, 3)).toEqual([
+      { role: 'user', content: 'an older shape' },
+      { role: 'assistant', content: 'answer 0 ' },
+      { role: 'user', content: 'quoted: ,"created_at":1,"role":"x"' },
+    ]);
   });
 
   it('refuses a message that cannot fit the budget even alone, before calling OpenAI', async () => {
