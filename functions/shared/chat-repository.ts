@@ -65,8 +65,8 @@ export interface ChatInfo extends ChatSummary {
  * as the JSON OpenAI takes (`{"role":…,"content":…}`), ready to be spliced into a request.
  */
 export interface HistoryTail {
-  /** Messages, oldest first: two per pair. */
-  readonly messages: string[];
+  /** Messages as UTF-8 JSON, oldest first: two per pair. */
+  readonly messages: Uint8Array[];
   /** Tokens of each pair, newest first. */
   readonly pairTokens: number[];
   /** Pairs stored before these (0 when the whole history was read). */
@@ -301,25 +301,35 @@ function decodeMessage(raw: string): StoredMessage {
   return JSON.parse(raw) as StoredMessage;
 }
 
+const ID_PREFIX = Buffer.from('{"id":');
+const ROLE_FIELD = Buffer.from(',"role":');
+const CREATED_AT_FIELD = Buffer.from(',"created_at":');
+
 /**
- * A stored message as the prompt takes it, `{"role":…,"content":…}`, cut out of the stored JSON
- * without parsing it: the commit script writes `{"id":N,` in front of `{"role":…,"content":…,
- * "created_at":…,"tokens":…}`. The first `,"role":` follows the numeric id; the last
- * `,"created_at":` is the top-level one (inside a JSON string every quote is escaped, and the
- * content comes before it). Anything else is parsed and re-encoded.
+ * A stored message as the prompt takes it, `{"role":…,"content":…}` as UTF-8, cut out of the
+ * stored JSON without decoding it: the commit script writes `{"id":N,` in front of
+ * `{"role":…,"content":…,"created_at":…,"tokens":…}`. The first `,"role":` follows the numeric
+ * id; the last `,"created_at":` is the top-level one (inside a JSON string every quote is escaped,
+ * and the content comes before it). Anything else is parsed and re-encoded.
  */
-function promptJson(raw: string): string {
-  const role = raw.startsWith('{"id":') ? raw.indexOf(',"role":') : -1;
-  const end = raw.lastIndexOf(',"created_at":');
-  if (role > 0 && end > role) return `{${raw.slice(role + 1, end)}}`;
-  const { role: storedRole, content } = decodeMessage(raw);
-  return JSON.stringify({ role: storedRole, content });
+function promptJson(raw: Buffer): Buffer {
+  const role = raw.subarray(0, ID_PREFIX.length).equals(ID_PREFIX) ? raw.indexOf(ROLE_FIELD) : -1;
+  const end = raw.lastIndexOf(CREATED_AT_FIELD);
+  if (role > 0 && end > role) {
+    const json = Buffer.allocUnsafe(end - role + 1);
+    json[0] = 0x7b; // {
+    raw.copy(json, 1, role + 1, end);
+    json[json.length - 1] = 0x7d; // }
+    return json;
+  }
+  const { role: storedRole, content } = decodeMessage(raw.toString());
+  return Buffer.from(JSON.stringify({ role: storedRole, content }));
 }
 
 /** Pairs a turn reads with the lease: most windows fit, and a longer one reads on. */
 export const TURN_READ_PAIRS = 64;
 
-function historyTail(rawMessages: string[], rawPairs: string[], olderPairs: number): HistoryTail {
+function historyTail(rawMessages: Buffer[], rawPairs: string[], olderPairs: number): HistoryTail {
   // A pair's two messages are written together, so both lists end alike; a pair whose messages
   // are missing (never expected) is left out rather than sent half.
   const pairs = Math.min(rawPairs.length, Math.floor(rawMessages.length / 2));
@@ -502,13 +512,16 @@ export class RedisChatRepository implements ChatRepository {
     const token = randomUUID();
     const k = keys.chat(chat);
     return this.run(async (redis) => {
-      // One round trip: the tenant's prompt beside a transaction on the chat's slot (another
-      // node of a cluster may hold the tenant's keys). A plain MULTI rather than a script: Lua
-      // would copy every message it returns twice, which costs Redis more than the reads.
+      // One round trip: the tenant's prompt beside a pipeline on the chat's slot (another node
+      // of a cluster may hold the tenant's keys). Plain commands rather than a script: Lua would
+      // copy every message it returns twice, which costs Redis more than the reads themselves.
+      // No MULTI is needed: the lease comes first, and while it is ours no other turn appends;
+      // a clear or delete landing between the commands moves the generation on or drops the
+      // lease, so the commit refuses this turn whatever it read.
       const [globalSystemPrompt, results] = await Promise.all([
         redis.get(keys.tenant(chat.tenant).system),
         redis
-          .multi()
+          .pipeline()
           .set(k.lease, token, 'PX', leaseMs, 'NX')
           .pttl(k.lease)
           .hget(k.meta, 'gen')
@@ -516,7 +529,7 @@ export class RedisChatRepository implements ChatRepository {
           .get(k.system)
           .llen(k.pairs)
           .lrange(k.pairs, -TURN_READ_PAIRS, -1)
-          .lrange(k.messages, -2 * TURN_READ_PAIRS, -1)
+          .lrangeBuffer(k.messages, -2 * TURN_READ_PAIRS, -1)
           .exec(),
       ]);
       const replies = (results ?? []).map(([error, reply]) => {
@@ -532,7 +545,7 @@ export class RedisChatRepository implements ChatRepository {
           string | null,
           number,
           string[],
-          string[],
+          Buffer[],
         ];
       if (taken !== 'OK') return { acquired: false, retryInMs: Math.max(Number(pttl), 0) };
       const history = historyTail(rawMessages, rawPairs, Math.max(pairCount - rawPairs.length, 0));
@@ -551,16 +564,16 @@ export class RedisChatRepository implements ChatRepository {
     const k = keys.chat(chat);
     const results = await this.run((redis) =>
       redis
-        .multi()
+        .pipeline()
         .llen(k.pairs)
         .lrange(k.pairs, -(skip + count), -(skip + 1))
-        .lrange(k.messages, -2 * (skip + count), -(2 * skip + 1))
+        .lrangeBuffer(k.messages, -2 * (skip + count), -(2 * skip + 1))
         .exec(),
     );
     const [pairCount, rawPairs, rawMessages] = (results ?? []).map(([error, reply]) => {
       if (error) throw error;
       return reply;
-    }) as [number, string[], string[]];
+    }) as [number, string[], Buffer[]];
     return historyTail(rawMessages, rawPairs, Math.max(pairCount - skip - rawPairs.length, 0));
   }
 

@@ -61,11 +61,11 @@ export interface ChatMessageParam {
 }
 
 /**
- * A prompt message: an object, or one message already serialized as JSON (e.g. read from storage
- * as it was stored), which goes into the request body as it is, unparsed. Such a string must be
- * one JSON object of a `ChatMessageParam`.
+ * A prompt message: an object, or one message already serialized as JSON, as text or as UTF-8
+ * bytes (e.g. read from storage as it was stored), which goes into the request body as it is,
+ * unparsed. Such JSON must be one object of a `ChatMessageParam`.
  */
-export type PromptMessage = ChatMessageParam | string;
+export type PromptMessage = ChatMessageParam | string | Uint8Array;
 
 /** A chat's own model settings; each falls back to the deployment's. */
 export interface ModelOptions {
@@ -96,21 +96,33 @@ async function keyHeaders(forceRefresh: boolean): Promise<KeyHeaders> {
   return secretHeaders;
 }
 
-/** The request body of a chat completion, built around the messages without re-serializing any. */
-function completionBody(messages: readonly PromptMessage[], options: ModelOptions, stream: boolean): string {
+const COMMA = Buffer.from(',');
+
+/**
+ * The request body of a chat completion, built around the messages without re-serializing any:
+ * messages given as bytes are copied in as they are, never decoded.
+ */
+function completionBody(messages: readonly PromptMessage[], options: ModelOptions, stream: boolean): Buffer {
   const temperature = options.temperature ?? openAiConfig.temperature;
   const maxTokens = options.maxTokens ?? openAiConfig.maxTokens;
-  let body = `{"model":${JSON.stringify(options.model ?? openAiConfig.model)},"messages":[`;
+  const parts: Uint8Array[] = [];
+  let text = `{"model":${JSON.stringify(options.model ?? openAiConfig.model)},"messages":[`;
   for (let i = 0; i < messages.length; i += 1) {
-    const message = messages[i];
-    if (i > 0) body += ',';
-    body += typeof message === 'string' ? message : JSON.stringify(message);
+    const message = messages[i] as PromptMessage;
+    if (i > 0) text += ',';
+    if (message instanceof Uint8Array) {
+      parts.push(text === ',' ? COMMA : Buffer.from(text), message);
+      text = '';
+    } else {
+      text += typeof message === 'string' ? message : JSON.stringify(message);
+    }
   }
-  body += ']';
-  if (temperature !== undefined) body += `,"temperature":${JSON.stringify(temperature)}`;
-  if (maxTokens !== undefined) body += `,"max_completion_tokens":${JSON.stringify(maxTokens)}`;
-  if (stream) body += ',"stream":true,"stream_options":{"include_usage":true}';
-  return `${body}}`;
+  text += ']';
+  if (temperature !== undefined) text += `,"temperature":${JSON.stringify(temperature)}`;
+  if (maxTokens !== undefined) text += `,"max_completion_tokens":${JSON.stringify(maxTokens)}`;
+  if (stream) text += ',"stream":true,"stream_options":{"include_usage":true}';
+  parts.push(Buffer.from(`${text}}`));
+  return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
 }
 
 /**
@@ -205,9 +217,9 @@ function invalidResponse(message: string, cause?: unknown): UpstreamError {
 }
 
 /** A buffered call: `POST path` and OpenAI's JSON answer, all within OPENAI_TIMEOUT_MS. */
-async function post(path: string, body: string): Promise<unknown> {
+async function post(path: string, body: Buffer): Promise<unknown> {
   const started = performance.now();
-  const exchange = new Exchange(endpoint, path, Buffer.from(body), openAiConfig.timeoutMs);
+  const exchange = new Exchange(endpoint, path, body, openAiConfig.timeoutMs);
   let text: string;
   try {
     text = await readText(await open(exchange, false));
@@ -269,7 +281,7 @@ export async function streamCompletion(
 ): Promise<AsyncGenerator<StreamEvent>> {
   signal.throwIfAborted();
   const started = performance.now();
-  const body = Buffer.from(completionBody(messages, model, true));
+  const body = completionBody(messages, model, true);
   const exchange = new Exchange(endpoint, '/chat/completions', body, openAiConfig.timeoutMs, signal);
   let response: IncomingMessage;
   try {
@@ -365,7 +377,7 @@ function parseChunk(data: string): CompletionChunk {
 /** OpenAI moderation of one text, answered as OpenAI gives it. */
 export async function moderate(input: string): Promise<ModerationResult> {
   const body = `{"model":${JSON.stringify(openAiConfig.moderationModel)},"input":${JSON.stringify(input)}}`;
-  const answer = await post('/moderations', body);
+  const answer = await post('/moderations', Buffer.from(body));
   if (answer === null || typeof answer !== 'object')
     throw invalidResponse('OpenAI answered without a result');
   const { id, model, results } = answer as ModerationResult;

@@ -186,6 +186,25 @@ describe('the OpenAI client', () => {
       });
     });
 
+    it('copies stored messages given as UTF-8 bytes in unchanged, first, last or side by side', async () => {
+      client = await loadClient();
+      const bytes = (json: string) => Buffer.from(json);
+
+      await client.complete([
+        bytes('{"role":"user","content":"café ☕"}'),
+        bytes('{"role":"assistant","content":"two"}'),
+        user,
+        bytes('{"role":"assistant","content":"last"}'),
+      ]);
+
+      expect(fake.completions()[0]?.messages).toEqual([
+        { role: 'user', content: 'café ☕' },
+        { role: 'assistant', content: 'two' },
+        user,
+        { role: 'assistant', content: 'last' },
+      ]);
+    });
+
     it("uses a chat's own model, temperature and max tokens over the deployment's", async () => {
       client = await loadClient({ OPENAI_TEMPERATURE: '0.3', OPENAI_MAX_TOKENS: '99' });
 
