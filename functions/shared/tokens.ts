@@ -61,8 +61,14 @@ function loaded(): GptEncoding {
   return encoding;
 }
 
+/**
+ * Special tokens (`<|endoftext|>` and the like) in a message are plain text to OpenAI, and so to
+ * us: by default the tokenizer refuses them, which would fail the turn.
+ */
+const SPECIAL_AS_TEXT = { disallowedSpecial: new Set<string>() };
+
 export function countTokens(text: string): number {
-  return loaded().countTokens(text);
+  return loaded().countTokens(text, SPECIAL_AS_TEXT);
 }
 
 /** A message's tokens as it is sent in a prompt. */

@@ -205,6 +205,23 @@ describe('token counting', () => {
     ]);
   });
 
+  it("counts the tokenizer's special tokens in a message as the plain text they are to OpenAI", async () => {
+    const content = 'Why does my log show <|endoftext|> and <|im_start|>?';
+
+    const result = await postChat(
+      apiEvent({
+        method: 'POST',
+        resource: '/{chat_id}/chat',
+        chatId: uniqueId('c'),
+        apiKeyId: uniqueId('t'),
+        json: { content },
+      }),
+    );
+
+    expect(result.statusCode).toBe(200);
+    expect(messageTokens(content)).toBeGreaterThan(10);
+  });
+
   it('refuses a message that cannot fit the budget even alone, before calling OpenAI', async () => {
     const tenant = uniqueId('t');
     const chatId = uniqueId('c');
@@ -217,5 +234,63 @@ describe('token counting', () => {
     expect(JSON.parse(result.body).error.code).toBe('message_too_large');
     expect(fake.requests).toEqual([]);
     expect((await postChat(event('short'))).statusCode).toBe(200);
+  });
+});
+
+describe("a stored reply's size", () => {
+  const content = 'The answer is forty-two, as everyone knows by now.';
+  const completion = (usage: unknown) => ({
+    body: {
+      id: 'chatcmpl-size',
+      object: 'chat.completion',
+      model: 'gpt-4.1-mini',
+      choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop' }],
+      ...(usage === undefined ? {} : { usage }),
+    },
+  });
+  const storedReplyTokens = async (usage: unknown): Promise<number> => {
+    const tenant = uniqueId('t');
+    const chatId = uniqueId('c');
+    fake.enqueue(completion(usage));
+    const result = await postChat(
+      apiEvent({
+        method: 'POST',
+        resource: '/{chat_id}/chat',
+        chatId,
+        apiKeyId: tenant,
+        json: { content: 'hi' },
+      }),
+    );
+    expect(result.statusCode).toBe(200);
+    const [, reply] = await redis.lrange(keys.chat({ tenant, chatId }).messages, 0, -1);
+    return (JSON.parse(reply ?? '{}') as { tokens: number }).tokens;
+  };
+
+  it('is what OpenAI counted for it, less the hidden reasoning tokens, plus the chat format', async () => {
+    const reported = messageTokens(content) - 4 + 1; // a figure the tokenizer would not give
+
+    const tokens = await storedReplyTokens({
+      prompt_tokens: 9,
+      completion_tokens: reported + 300,
+      total_tokens: reported + 309,
+      completion_tokens_details: { reasoning_tokens: 300 },
+    });
+
+    expect(tokens).toBe(reported + 4);
+  });
+
+  it('is counted by the tokenizer when OpenAI reports no usage', async () => {
+    expect(await storedReplyTokens(undefined)).toBe(messageTokens(content));
+  });
+
+  it('is counted by the tokenizer when the reported figure cannot be right', async () => {
+    const usage = (completion: number) => ({
+      prompt_tokens: 9,
+      completion_tokens: completion,
+      total_tokens: 9 + completion,
+    });
+
+    expect(await storedReplyTokens(usage(1))).toBe(messageTokens(content));
+    expect(await storedReplyTokens(usage(content.length + 1))).toBe(messageTokens(content));
   });
 });
