@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { countTokens as countO200k, tokenizerReady } from '../functions/shared/tokens';
 
 /**
  * A small OpenAI-compatible HTTP server with a deterministic built-in model. `npm run dev` uses it
@@ -60,9 +61,21 @@ function textOf(content: Message['content']): string {
   return '';
 }
 
-/** A rough but deterministic token count: one token per word or punctuation run. */
+const counted = new Map<string, number>();
+
+/**
+ * A text's tokens as OpenAI counts them for its current models (o200k_base), so the usage the
+ * stand-in reports is what OpenAI would report: the functions store a reply's completion tokens
+ * as its size. Remembered per text, as the same texts come back in every prompt of a chat.
+ */
 export function countTokens(text: string): number {
-  return text.match(/\w+|[^\s\w]+/g)?.length ?? 0;
+  let tokens = counted.get(text);
+  if (tokens === undefined) {
+    tokens = countO200k(text);
+    if (counted.size >= 10_000) counted.clear();
+    counted.set(text, tokens);
+  }
+  return tokens;
 }
 
 /** The built-in model's reply: it echoes the last user message, so results are predictable. */
@@ -209,6 +222,7 @@ function send(res: ServerResponse, response: ScriptedResponse): void {
 
 /** Starts the stand-in on 127.0.0.1 (a free port unless `port` is given). */
 export async function startOpenAiStandIn(options: StandInOptions = {}): Promise<RunningStandIn> {
+  await tokenizerReady();
   const server = createServer(async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://stand-in');
     const request: ReceivedRequest = {

@@ -41,6 +41,32 @@ export interface TokenUsage {
 export interface Completion {
   readonly content: string;
   readonly tokens: TokenUsage;
+  /** The reply's own tokens as OpenAI counted them, when its usage says (see `replyTokensOf`). */
+  readonly replyTokens?: number;
+}
+
+/** OpenAI's usage object as it answers it: the totals, and what the completion tokens hold. */
+interface UpstreamUsage extends Partial<TokenUsage> {
+  readonly completion_tokens_details?: {
+    readonly reasoning_tokens?: number;
+    readonly audio_tokens?: number;
+    readonly rejected_prediction_tokens?: number;
+  } | null;
+}
+
+/**
+ * The tokens of the reply's text alone: the completion tokens less those that are not part of it
+ * (hidden reasoning, audio, rejected predicted output). Undefined when the usage gives none.
+ */
+function replyTokensOf(usage: UpstreamUsage | null | undefined): number | undefined {
+  const completion = usage?.completion_tokens;
+  if (typeof completion !== 'number' || !Number.isFinite(completion)) return undefined;
+  const details = usage?.completion_tokens_details;
+  const hidden =
+    (details?.reasoning_tokens ?? 0) +
+    (details?.audio_tokens ?? 0) +
+    (details?.rejected_prediction_tokens ?? 0);
+  return completion - hidden;
 }
 
 export interface ModerationResult {
@@ -77,7 +103,7 @@ export interface ModelOptions {
 /** What a streamed completion yields: text as it is written, then the token usage. */
 export type StreamEvent =
   | { readonly type: 'delta'; readonly content: string }
-  | { readonly type: 'end'; readonly tokens: TokenUsage };
+  | { readonly type: 'end'; readonly tokens: TokenUsage; readonly replyTokens?: number };
 
 /** The headers of a key given in the environment; a secret-held key's are built when read. */
 const fixedHeaders =
@@ -240,7 +266,7 @@ interface CompletionResponse {
   readonly choices?: readonly {
     readonly message?: { readonly content?: string | null; readonly refusal?: string | null } | null;
   }[];
-  readonly usage?: Partial<TokenUsage> | null;
+  readonly usage?: UpstreamUsage | null;
 }
 
 /** One chat completion with the deployment's model and parameters. */
@@ -256,7 +282,12 @@ export async function complete(
   if (message === undefined || message === null) {
     throw invalidResponse('OpenAI answered without a message');
   }
-  return { content: message.content ?? message.refusal ?? '', tokens: tokensOf(completion?.usage) };
+  const replyTokens = replyTokensOf(completion?.usage);
+  return {
+    content: message.content ?? message.refusal ?? '',
+    tokens: tokensOf(completion?.usage),
+    ...(replyTokens === undefined ? {} : { replyTokens }),
+  };
 }
 
 function tokensOf(usage: Partial<TokenUsage> | null | undefined): TokenUsage {
@@ -302,7 +333,7 @@ interface CompletionChunk {
     readonly delta?: { readonly content?: string | null } | null;
     readonly finish_reason?: string | null;
   }[];
-  readonly usage?: Partial<TokenUsage> | null;
+  readonly usage?: UpstreamUsage | null;
 }
 
 async function* replyEvents(
@@ -313,7 +344,7 @@ async function* replyEvents(
 ): AsyncGenerator<StreamEvent> {
   const decoder = new SseDecoder();
   const events: string[] = [];
-  let usage: Partial<TokenUsage> | null | undefined;
+  let usage: UpstreamUsage | null | undefined;
   let finished = false;
   let done = false;
   try {
@@ -354,7 +385,8 @@ async function* replyEvents(
   // A cut connection can look like a short stream: only a finish reason says the reply is complete.
   if (!finished)
     throw new UpstreamError('upstream_incomplete', 'OpenAI ended the reply before it was complete');
-  yield { type: 'end', tokens: tokensOf(usage) };
+  const replyTokens = replyTokensOf(usage);
+  yield { type: 'end', tokens: tokensOf(usage), ...(replyTokens === undefined ? {} : { replyTokens }) };
 }
 
 /** One streamed event's JSON; an error OpenAI reports mid-stream ends the reply. */

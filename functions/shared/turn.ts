@@ -20,7 +20,13 @@ import { ChatBusyError, TurnNotStoredError, ValidationError } from './errors';
 import { annotate, annotateContent } from './observability';
 import { complete, type ModelOptions, type PromptMessage, streamCompletion, type TokenUsage } from './openai';
 import type { EventSink } from './streaming-route';
-import { messageTokens, REPLY_PRIMING_TOKENS, systemPromptTokens, tokenizerReady } from './tokens';
+import {
+  MESSAGE_OVERHEAD_TOKENS,
+  messageTokens,
+  REPLY_PRIMING_TOKENS,
+  systemPromptTokens,
+  tokenizerReady,
+} from './tokens';
 
 const { keepAliveMs } = loadStreamingConfig();
 const { leaseMs } = loadTurnConfig();
@@ -162,18 +168,33 @@ async function acquire(chat: ChatRef, user: ChatMessage, waitMs: number): Promis
   }
 }
 
+/**
+ * What a reply costs in later prompts: its text's tokens as OpenAI counted them when it generated
+ * it (the same count the tokenizer would give, without the work), plus the chat format. The
+ * tokenizer counts when OpenAI gave no figure, or one that cannot be right: every token is at
+ * least one byte, and a reply's tokens average a few characters, never more than 32.
+ */
+function replyTokens(content: string, reported: number | undefined): number {
+  const plausible =
+    reported !== undefined &&
+    Number.isInteger(reported) &&
+    reported * 32 >= content.length &&
+    reported <= Buffer.byteLength(content);
+  return plausible ? reported + MESSAGE_OVERHEAD_TOKENS : messageTokens(content);
+}
+
 async function commit(
   chat: ChatRef,
   lease: HeldTurn,
   user: ChatMessage,
-  content: string,
-  usage: TokenUsage,
+  reply: { readonly content: string; readonly tokens: TokenUsage; readonly replyTokens?: number },
 ): Promise<void> {
+  const { content, tokens: usage } = reply;
   const result = await chatRepository.commitTurn(chat, lease, {
     user,
     userTokens: lease.userTokens,
     assistant: { role: 'assistant', content },
-    assistantTokens: messageTokens(content),
+    assistantTokens: replyTokens(content, reply.replyTokens),
     usage,
   });
   if (result === 'stored') {
@@ -209,7 +230,7 @@ export async function runTurn(chat: ChatRef, user: ChatMessage, options: TurnOpt
   let stored = false;
   try {
     const completion = await complete(composePrompt(lease.context, user), modelOptions(lease.context));
-    await commit(chat, lease, user, completion.content, completion.tokens);
+    await commit(chat, lease, user, completion);
     stored = true;
     return { content: completion.content, role: 'assistant', tokens: completion.tokens };
   } finally {
@@ -261,7 +282,7 @@ export async function streamTurn(
         continue;
       }
       if (options.signal.aborted) return undefined;
-      await commit(chat, lease, user, content, event.tokens);
+      await commit(chat, lease, user, { content, tokens: event.tokens, replyTokens: event.replyTokens });
       stored = true;
       const reply: TurnReply = { content, role: 'assistant', tokens: event.tokens };
       sink.send('done', reply);

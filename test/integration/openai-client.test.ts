@@ -187,7 +187,7 @@ describe('the OpenAI client', () => {
     });
 
     it('copies stored messages given as UTF-8 bytes in unchanged, first, last or side by side', async () => {
-      client = await loadClient();
+      client = await loadClient({});
       const bytes = (json: string) => Buffer.from(json);
 
       await client.complete([
@@ -287,6 +287,49 @@ describe('the OpenAI client', () => {
       expect(await client.complete([user])).toEqual({
         content: 'Hello back',
         tokens: { prompt_tokens: expect.any(Number), completion_tokens: 2, total_tokens: expect.any(Number) },
+        replyTokens: 2,
+      });
+    });
+
+    it("counts the reply's own tokens without reasoning, audio or rejected prediction tokens", async () => {
+      client = await loadClient({});
+      fake.enqueue({
+        body: {
+          id: 'c',
+          object: 'chat.completion',
+          choices: [{ index: 0, message: { role: 'assistant', content: 'Done.' }, finish_reason: 'stop' }],
+          usage: {
+            prompt_tokens: 5,
+            completion_tokens: 100,
+            total_tokens: 105,
+            completion_tokens_details: {
+              reasoning_tokens: 90,
+              audio_tokens: 0,
+              rejected_prediction_tokens: 8,
+            },
+          },
+        },
+      });
+
+      const completion = await client.complete([user]);
+
+      expect(completion.replyTokens).toBe(2);
+      expect(completion.tokens).toEqual({ prompt_tokens: 5, completion_tokens: 100, total_tokens: 105 });
+    });
+
+    it('gives no reply size when OpenAI reports no usage', async () => {
+      client = await loadClient({});
+      fake.enqueue({
+        body: {
+          id: 'c',
+          object: 'chat.completion',
+          choices: [{ index: 0, message: { role: 'assistant', content: 'Done.' }, finish_reason: 'stop' }],
+        },
+      });
+
+      expect(await client.complete([user])).toEqual({
+        content: 'Done.',
+        tokens: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 },
       });
     });
 
@@ -643,6 +686,7 @@ describe('the OpenAI client', () => {
             completion_tokens: 3,
             total_tokens: expect.any(Number),
           },
+          replyTokens: 3,
         },
       ]);
     });
@@ -678,7 +722,7 @@ describe('the OpenAI client', () => {
         { type: 'delta', content: '€😀' },
         { type: 'delta', content: 'crlf' },
         { type: 'delta', content: '!' },
-        { type: 'end', tokens: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 } },
+        { type: 'end', tokens: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 }, replyTokens: 2 },
       ]);
     });
 
