@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { type ChainableCommander, Cluster } from 'ioredis';
 import { loadChatConfig } from './config';
 import { type RedisClient, redisConfig, scanAll, withRedis } from './redis';
 import { CHAT_KEY_COUNT, scriptKeyCounts, scripts } from './redis-scripts';
@@ -294,6 +295,44 @@ function scripted(redis: RedisClient): Scripted {
   return redis as Scripted;
 }
 
+/** A pipeline, with the repository's scripts as commands too. */
+type Batch = ChainableCommander & { [name in ScriptName]: (...args: (string | number)[]) => Batch };
+
+/** The replies of a pipeline, or the first error one of its commands answered. */
+function repliesOf(results: [Error | null, unknown][] | null): unknown[] {
+  return (results ?? []).map(([error, reply]) => {
+    if (error) throw error;
+    return reply;
+  });
+}
+
+/**
+ * Commands on the tenant's slot and on a chat's slot in one round trip, each side's replies
+ * apart. On one node both go in one pipeline, so in one write; on a cluster each slot's commands
+ * go to the node that holds it, side by side.
+ */
+async function acrossSlots(
+  redis: RedisClient,
+  tenantSide: (batch: Batch) => unknown,
+  chatSide: (batch: Batch) => unknown,
+): Promise<[unknown[], unknown[]]> {
+  const batch = () => scripted(redis).pipeline() as Batch;
+  if (redis instanceof Cluster) {
+    const tenant = batch();
+    const chat = batch();
+    tenantSide(tenant);
+    chatSide(chat);
+    const [tenantResults, chatResults] = await Promise.all([tenant.exec(), chat.exec()]);
+    return [repliesOf(tenantResults), repliesOf(chatResults)];
+  }
+  const both = batch();
+  tenantSide(both);
+  const split = both.length;
+  chatSide(both);
+  const replies = repliesOf(await both.exec());
+  return [replies.slice(0, split), replies.slice(split)];
+}
+
 /** A client with this command has them all (defining them again would lose ioredis' SHA state). */
 const FIRST_SCRIPT = Object.keys(scripts)[0] as ScriptName;
 
@@ -512,49 +551,48 @@ export class RedisChatRepository implements ChatRepository {
     const token = randomUUID();
     const k = keys.chat(chat);
     return this.run(async (redis) => {
-      // One round trip: the tenant's prompt beside a pipeline on the chat's slot (another node
-      // of a cluster may hold the tenant's keys). Plain commands rather than a script: Lua would
-      // copy every message it returns twice, which costs Redis more than the reads themselves.
-      // No MULTI is needed: the lease comes first, and while it is ours no other turn appends;
-      // a clear or delete landing between the commands moves the generation on or drops the
-      // lease, so the commit refuses this turn whatever it read.
-      const [globalSystemPrompt, results] = await Promise.all([
-        redis.get(keys.tenant(chat.tenant).system),
-        redis
-          .pipeline()
-          .set(k.lease, token, 'PX', leaseMs, 'NX')
-          .pttl(k.lease)
-          .hget(k.meta, 'gen')
-          .hgetall(k.settings)
-          .get(k.system)
-          .llen(k.pairs)
-          .lrange(k.pairs, -TURN_READ_PAIRS, -1)
-          .lrangeBuffer(k.messages, -2 * TURN_READ_PAIRS, -1)
-          .exec(),
-      ]);
-      const replies = (results ?? []).map(([error, reply]) => {
-        if (error) throw error;
-        return reply;
-      });
-      const [taken, pttl, generation, settings, chatSystemPrompt, pairCount, rawPairs, rawMessages] =
-        replies as [
-          string | null,
-          number,
-          string | null,
-          Record<string, string>,
-          string | null,
-          number,
-          string[],
-          Buffer[],
-        ];
-      if (taken !== 'OK') return { acquired: false, retryInMs: Math.max(Number(pttl), 0) };
-      const history = historyTail(rawMessages, rawPairs, Math.max(pairCount - rawPairs.length, 0));
+      // One round trip: the tenant's prompt, the lease with the chat's small values (a script),
+      // and the newest messages (another node of a cluster may hold the tenant's keys). The
+      // messages are read outside the script, which would copy each twice, costing Redis more
+      // than the read itself. That needs no transaction: the lease comes first, and while it is
+      // ours no other turn appends; a clear or delete landing in between moves the generation on
+      // or drops the lease, so the commit refuses this turn whatever it read.
+      const [[globalSystemPrompt = null], [lease, rawMessages]] = await acrossSlots(
+        redis,
+        (tenant) => tenant.get(keys.tenant(chat.tenant).system),
+        (batch) =>
+          batch
+            .beginTurn(...chatKeys(chat), token, leaseMs, TURN_READ_PAIRS)
+            .lrangeBuffer(k.messages, -2 * TURN_READ_PAIRS, -1),
+      );
+      const [taken, ...rest] = lease as [number, ...unknown[]];
+      if (taken !== 1) return { acquired: false, retryInMs: Math.max(Number(rest[0]), 0) };
+      const [generation, flatSettings, chatSystemPrompt, pairCount, rawPairs] = rest as [
+        string,
+        string[],
+        string | null,
+        number,
+        string[],
+      ];
+      const settings: Record<string, string> = {};
+      for (let i = 0; i + 1 < flatSettings.length; i += 2)
+        settings[flatSettings[i] as string] = flatSettings[i + 1] as string;
+      const history = historyTail(
+        rawMessages as Buffer[],
+        rawPairs,
+        Math.max(Number(pairCount) - rawPairs.length, 0),
+      );
       return {
         acquired: true,
         lease: {
           token,
-          generation: generation ?? '0',
-          context: { globalSystemPrompt, chatSystemPrompt, history, settings: settingsOf(settings) },
+          generation: String(generation),
+          context: {
+            globalSystemPrompt: globalSystemPrompt as string | null,
+            chatSystemPrompt: chatSystemPrompt ?? null,
+            history,
+            settings: settingsOf(settings),
+          },
         },
       };
     });
@@ -581,8 +619,8 @@ export class RedisChatRepository implements ChatRepository {
     const now = Date.now();
     const { usage } = turn;
     const tenant = keys.tenant(chat.tenant);
-    const addUsage = (redis: RedisClient, sign: 1 | -1, chatId: string) =>
-      scripted(redis).tenantTurn(
+    const addUsage = (batch: Batch, sign: 1 | -1, chatId: string) =>
+      batch.tenantTurn(
         tenant.usage,
         tenant.chats,
         sign * usage.prompt_tokens,
@@ -596,24 +634,26 @@ export class RedisChatRepository implements ChatRepository {
       // One round trip: the turn (with the chat's usage and the lease release, atomically), and
       // beside it the tenant's totals and index, which live in another slot. In the rare case the
       // turn is refused, the tenant's totals are taken back.
-      const [reply] = await Promise.all([
-        scripted(redis).commitTurn(
-          ...chatKeys(chat),
-          lease.token,
-          lease.generation,
-          now,
-          encodeWithoutId(turn.user, now, turn.userTokens),
-          encodeWithoutId(turn.assistant, now, turn.assistantTokens),
-          turn.userTokens + turn.assistantTokens,
-          usage.prompt_tokens,
-          usage.completion_tokens,
-          usage.total_tokens,
-          this.defaultTtlSeconds,
-        ),
-        addUsage(redis, 1, chat.chatId),
-      ]);
+      const [, [reply]] = await acrossSlots(
+        redis,
+        (batch) => addUsage(batch, 1, chat.chatId),
+        (batch) =>
+          batch.commitTurn(
+            ...chatKeys(chat),
+            lease.token,
+            lease.generation,
+            now,
+            encodeWithoutId(turn.user, now, turn.userTokens),
+            encodeWithoutId(turn.assistant, now, turn.assistantTokens),
+            turn.userTokens + turn.assistantTokens,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.total_tokens,
+            this.defaultTtlSeconds,
+          ),
+      );
       const [result] = reply as [CommitResult];
-      if (result !== 'stored') await addUsage(redis, -1, '');
+      if (result !== 'stored') repliesOf(await addUsage(scripted(redis).pipeline() as Batch, -1, '').exec());
       return result;
     });
   }

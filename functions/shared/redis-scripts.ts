@@ -40,6 +40,18 @@ end
 
 export const scripts = {
   /**
+   * ARGV token leaseMs pairs
+   * -> {0, pttl} when another turn holds the chat; else takes the lease and returns
+   *    {1, generation, settings (flat field/value list), chat system prompt or nil, number of
+   *     pairs, the newest `pairs` pair costs}.
+   * Only small values: the messages are read beside it with LRANGE, as Lua would copy each twice.
+   */
+  beginTurn: `
+if not redis.call('SET', KEYS[6], ARGV[1], 'PX', ARGV[2], 'NX') then return {0, redis.call('PTTL', KEYS[6])} end
+return {1, redis.call('HGET', KEYS[1], 'gen') or '0', redis.call('HGETALL', KEYS[5]), redis.call('GET', KEYS[4]),
+  redis.call('LLEN', KEYS[3]), redis.call('LRANGE', KEYS[3], -tonumber(ARGV[3]), -1)}`,
+
+  /**
    * ARGV token generation now user assistant pairTokens prompt completion total defaultTtl
    * (user and assistant are JSON objects without an id; the script gives them the next two ids)
    * -> {'lease_lost'} unless the lease is still ours; {'cleared'} if the chat was cleared since
@@ -198,6 +210,7 @@ return 1`,
 
 /** How many keys each script takes (the idempotency scripts work on a record, not a chat). */
 export const scriptKeyCounts: Readonly<Record<keyof typeof scripts, number>> = {
+  beginTurn: CHAT_KEY_COUNT,
   commitTurn: CHAT_KEY_COUNT,
   tenantTurn: 2,
   renewLease: CHAT_KEY_COUNT,
