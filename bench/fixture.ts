@@ -1,3 +1,6 @@
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { type ReceivedRequest, startOpenAiStandIn } from '../local/openai-stand-in';
 import { onCleanup } from './lifecycle';
 
@@ -79,5 +82,37 @@ export async function startUpstream(): Promise<Upstream> {
       return body;
     },
     served: () => served,
+  };
+}
+
+/** The key of the bench's direct calls (B), so an upstream process can tell them from the proxy's. */
+export const DIRECT_API_KEY = 'sk-bench-direct';
+
+/** The stand-in in a process of its own (bench/upstream-process.ts). */
+export interface RemoteUpstream {
+  readonly baseURL: string;
+  readonly pid: number;
+  /** The body of the latest chat completion request the proxy sent, and forgets it. */
+  take(): Promise<CompletionRequestBody | undefined>;
+}
+
+export async function startUpstreamProcess(): Promise<RemoteUpstream> {
+  const entry = fileURLToPath(new URL('./upstream-process.ts', import.meta.url));
+  const child = spawn(process.execPath, ['--import', 'tsx', entry], { stdio: ['ignore', 'pipe', 'inherit'] });
+  onCleanup('stop the OpenAI stand-in process', () => {
+    child.kill('SIGTERM');
+  });
+  const lines = createInterface({ input: child.stdout as NonNullable<typeof child.stdout> });
+  const first = await new Promise<string>((resolve, reject) => {
+    lines.once('line', resolve);
+    child.once('exit', (code) =>
+      reject(new Error(`the stand-in process exited (${code}) before it listened`)),
+    );
+  });
+  const { baseURL, side } = JSON.parse(first) as { baseURL: string; side: string };
+  return {
+    baseURL,
+    pid: child.pid as number,
+    take: async () => ((await (await fetch(side)).json()) as CompletionRequestBody | null) ?? undefined,
   };
 }

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { type DevServer, startDevServer } from '../test/support/dev-server';
 import type { AbSamples } from './ab';
-import { type Upstream, USER_MESSAGE } from './fixture';
+import { DIRECT_API_KEY, type RemoteUpstream, USER_MESSAGE } from './fixture';
 import { checkInterrupted, onCleanup } from './lifecycle';
 import { cpuSeconds, ownCpuSeconds } from './procs';
 import { percentile } from './stats';
@@ -54,11 +54,12 @@ async function turn(dev: BenchDevServer, chatId: string, body: string): Promise<
 
 /**
  * Interleaved pairs: a turn through the dev server (A), then the very request it sent upstream,
- * straight to the stand-in with fetch (B), both from this process with the same HTTP client.
+ * straight to the stand-in with fetch (B), both from this process with the same HTTP client. The
+ * stand-in runs in a process of its own, so B crosses a process boundary as A's upstream call does.
  */
 export async function measureHttpOverhead(
   dev: BenchDevServer,
-  upstream: Upstream,
+  upstream: RemoteUpstream,
   options: {
     label: string;
     chat: string;
@@ -70,17 +71,16 @@ export async function measureHttpOverhead(
 ): Promise<AbSamples> {
   const body = JSON.stringify({ content: USER_MESSAGE });
   const direct = `${upstream.baseURL}/chat/completions`;
-  const directHeaders = { 'content-type': 'application/json', authorization: 'Bearer sk-bench' };
+  const directHeaders = { 'content-type': 'application/json', authorization: `Bearer ${DIRECT_API_KEY}` };
   const a: number[] = [];
   const b: number[] = [];
   for (let i = -options.warmup; i < options.pairs; i += 1) {
     if (i % 100 === 0) checkInterrupted();
     const chatId = options.chatId(i);
-    upstream.capture();
     const a0 = performance.now();
     const [status, text] = await turn(dev, chatId, body);
     const a1 = performance.now();
-    const sent = upstream.take();
+    const sent = await upstream.take();
     checkTurn(chatId, status, text, sent, options.sentMessages);
 
     const replay = JSON.stringify(sent);
@@ -106,7 +106,7 @@ export interface ThroughputResult {
   readonly p99: number;
   readonly errors: number;
   /** CPU used in the measured window, as a share of one core. */
-  readonly cpu: { devServer?: number; bench: number; redis?: number };
+  readonly cpu: { devServer?: number; bench: number; upstream?: number; redis?: number };
 }
 
 /**
@@ -122,6 +122,7 @@ export async function measureThroughput(
     warmupSeconds: number;
     seconds: number;
     redisPid?: number;
+    upstreamPid?: number;
   },
 ): Promise<ThroughputResult> {
   const body = JSON.stringify({ content: USER_MESSAGE });
@@ -135,6 +136,7 @@ export async function measureThroughput(
     dev: cpuSeconds(dev.server.pid),
     bench: ownCpuSeconds(),
     redis: options.redisPid === undefined ? undefined : cpuSeconds(options.redisPid),
+    upstream: options.upstreamPid === undefined ? undefined : cpuSeconds(options.upstreamPid),
   });
   let cpuAtStart: ReturnType<typeof sample> | undefined;
   let cpuAtEnd: ReturnType<typeof sample> | undefined;
@@ -188,6 +190,7 @@ export async function measureThroughput(
       devServer: share(cpuAtStart?.dev, cpuAtEnd?.dev),
       bench: share(cpuAtStart?.bench, cpuAtEnd?.bench) ?? Number.NaN,
       redis: share(cpuAtStart?.redis, cpuAtEnd?.redis),
+      upstream: share(cpuAtStart?.upstream, cpuAtEnd?.upstream),
     },
   };
 }

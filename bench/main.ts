@@ -10,6 +10,7 @@ import {
   LONG_CHAT_MESSAGES,
   REPLY,
   startUpstream,
+  startUpstreamProcess,
   USER_MESSAGE,
 } from './fixture';
 import { cleanUp, Interrupted, installSignalHandlers, onCleanup, tempDir } from './lifecycle';
@@ -304,11 +305,17 @@ async function main(): Promise<void> {
   // 1 (HTTP) and 5: through the dev server.
   gc();
   log('starting the dev server');
-  const dev = await startBenchDevServer(functionEnv, tempDir('dev'), apiKey);
+  const remote = await startUpstreamProcess();
+  load.watch(remote.pid);
+  const dev = await startBenchDevServer(
+    { ...functionEnv, OPENAI_BASE_URL: remote.baseURL },
+    tempDir('dev'),
+    apiKey,
+  );
   load.watch(dev.server.pid);
   log(`turn overhead through the dev server: ${sizes.httpPairs} pairs`);
   const httpCase = await load.phase('turn overhead (HTTP)', () =>
-    measureHttpOverhead(dev, upstream, {
+    measureHttpOverhead(dev, remote, {
       label: 'local HTTP server',
       chat: `${FULL_CHAT_MESSAGES} stored messages, just fills the budget (a fresh chat each turn)`,
       chatId: (i) => (i < 0 ? `warm-${-i % warmPool}` : `full-${i}`),
@@ -328,6 +335,7 @@ async function main(): Promise<void> {
           warmupSeconds: sizes.throughput.warmupSeconds,
           seconds: sizes.throughput.seconds,
           redisPid: redisServerPid(redis.port),
+          upstreamPid: remote.pid,
         }),
       ),
     );

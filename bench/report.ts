@@ -349,7 +349,10 @@ export function renderReport(results: BenchResults): string {
       'per-pair differences. B always runs right after its A (the order is A, B, A, B, …), so B may find caches a ' +
       "little warmer. The intervals are within this run only: between runs, the machine's state moves the figures " +
       'more than that (by up to about 20% at p50 on this machine), so near a threshold compare several runs. Through the local HTTP server: A is a `fetch` to the dev server (a child process, ' +
-      'as `npm run dev` runs), B a `fetch` of the same upstream request straight to the stand-in. Times in ms; ' +
+      'as `npm run dev` runs), B a `fetch` of the same upstream request straight to the stand-in. For this row the ' +
+      "dev server's upstream is the stand-in in a process of its own (bench/upstream-process.ts), as OpenAI is never " +
+      "in the caller's process: both the dev server's upstream call and B cross a process boundary. (With the " +
+      'stand-in inside the bench process, B alone would skip it.) Times in ms; ' +
       'percentiles are nearest-rank.',
     '',
     table(
@@ -517,7 +520,8 @@ export function renderReport(results: BenchResults): string {
     '',
     `Each worker on its own chat (seeded with 100 messages, so every turn sends 101), sending its next turn as soon as the last ` +
       `one answered; turns completed in a ${results.throughput[0]?.seconds ?? 0} s window after a warm-up are counted. The ` +
-      'load generator and the stand-in run in the bench process, on the same cores as the dev server and redis-server; ' +
+      'load generator runs in the bench process and the stand-in in its own, on the same cores as the dev server and ' +
+      'redis-server; ' +
       'CPU is the share of one core each process used in the window.',
     '',
     table(
@@ -528,7 +532,8 @@ export function renderReport(results: BenchResults): string {
         'p99 ms',
         'Errors',
         'CPU dev server',
-        'CPU bench (client + stand-in)',
+        'CPU bench (client)',
+        'CPU stand-in',
         'CPU redis-server',
       ],
       results.throughput.map((item) => [
@@ -539,6 +544,7 @@ export function renderReport(results: BenchResults): string {
         String(item.errors),
         pct(item.cpu.devServer),
         pct(item.cpu.bench),
+        pct(item.cpu.upstream),
         pct(item.cpu.redis),
       ]),
     ),

@@ -68,22 +68,39 @@ function decodeSegment(segment: string): string {
   }
 }
 
-function matchPath(template: string, path: string): Record<string, string> | null | undefined {
-  const expected = template.split('/');
-  const actual = path.split('/');
-  if (expected.length !== actual.length) return undefined;
-  const parameters: Record<string, string> = {};
-  for (const [index, part] of expected.entries()) {
-    const segment = actual[index] ?? '';
+/** A route's path template, split once: literal segments, and `{name}` parameters. */
+interface CompiledRoute {
+  readonly route: RouteDefinition;
+  readonly segments: ReadonlyArray<{ readonly literal: string } | { readonly parameter: string }>;
+}
+
+function compile(route: RouteDefinition): CompiledRoute {
+  const segments = route.path.split('/').map((part) => {
     const name = /^\{(\w+)\}$/.exec(part)?.[1];
-    if (name !== undefined) {
+    return name === undefined ? { literal: part } : { parameter: name };
+  });
+  return { route, segments };
+}
+
+function matchPath(
+  compiled: CompiledRoute,
+  actual: readonly string[],
+): Record<string, string> | null | undefined {
+  const { segments } = compiled;
+  if (segments.length !== actual.length) return undefined;
+  let parameters: Record<string, string> | null = null;
+  for (let index = 0; index < segments.length; index += 1) {
+    const expected = segments[index] as CompiledRoute['segments'][number];
+    const segment = actual[index] ?? '';
+    if ('literal' in expected) {
+      if (expected.literal !== segment) return undefined;
+    } else {
       if (segment === '') return undefined;
-      parameters[name] = decodeSegment(segment);
-    } else if (part !== segment) {
-      return undefined;
+      parameters ??= {};
+      parameters[expected.parameter] = decodeSegment(segment);
     }
   }
-  return Object.keys(parameters).length === 0 ? null : parameters;
+  return parameters;
 }
 
 /** Literal segments win over path parameters, as in API Gateway. */
@@ -91,13 +108,16 @@ function literalCount(route: RouteDefinition): number {
   return route.path.split('/').filter((part) => !part.startsWith('{')).length;
 }
 
-const byLiteralsFirst = [...routes].sort((a, b) => literalCount(b) - literalCount(a));
+const byLiteralsFirst = [...routes].sort((a, b) => literalCount(b) - literalCount(a)).map(compile);
 
 function findRoutes(path: string): Match[] {
-  return byLiteralsFirst.flatMap((route) => {
-    const pathParameters = matchPath(route.path, path);
-    return pathParameters === undefined ? [] : [{ route, pathParameters }];
-  });
+  const actual = path.split('/');
+  const matches: Match[] = [];
+  for (const compiled of byLiteralsFirst) {
+    const pathParameters = matchPath(compiled, actual);
+    if (pathParameters !== undefined) matches.push({ route: compiled.route, pathParameters });
+  }
+  return matches;
 }
 
 /** A CORS preflight, answered without a key or a function, as API Gateway answers it. */
@@ -221,16 +241,31 @@ async function streamResult(
   event: APIGatewayProxyEvent,
   context: Context,
 ): Promise<void> {
+  // What the handler writes in one go (the head, a JSON body and the end) leaves in one packet;
+  // an event stream's head is sent at once, so the client sees the stream open.
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    res.uncork();
+  };
+  const cork = () => {
+    if (corked) return;
+    corked = true;
+    res.cork();
+    process.nextTick(uncork);
+  };
   const stream = createResponseStream({
     head: ({ statusCode, headers = {}, cookies = [] }) => {
       const lowerCased = Object.fromEntries(
         Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value]),
       );
       res.writeHead(statusCode, cookies.length > 0 ? { ...lowerCased, 'set-cookie': cookies } : lowerCased);
-      res.flushHeaders();
+      if (String(lowerCased['content-type']).startsWith('text/event-stream')) res.flushHeaders();
     },
     write: (chunk) => {
-      if (!res.destroyed) res.write(chunk);
+      if (res.destroyed) return;
+      cork();
+      res.write(chunk);
     },
     end: () => res.end(),
   });
@@ -328,7 +363,7 @@ export function createLocalServer(options: LocalServerOptions): Server {
     if (!options.quiet) {
       res.once('finish', () => {
         const ms = (performance.now() - started).toFixed(1);
-        const path = new URL(req.url ?? '/', 'http://local').pathname;
+        const path = (req.url ?? '/').split('?')[0];
         console.log(`${req.method} ${path} ${res.statusCode} ${ms}ms`);
       });
     }
