@@ -12,7 +12,9 @@ export const CHAT_KEY_COUNT = 7;
 
 /**
  * Marks a write: created_at once, updated_at always, and the chat's retention applied to all its
- * keys (the chat's `ttl_days` setting, else the deployment's default; none means keep).
+ * keys (the chat's `ttl_days` setting, else the deployment's default; none means keep). Every
+ * write applies it to all the keys at once, so they share one state: when none is wanted and the
+ * meta hash has no expiry, none of them has, and there is nothing to take off.
  */
 const touch = `
 local function touch(now, default_ttl_seconds)
@@ -20,9 +22,11 @@ local function touch(now, default_ttl_seconds)
   redis.call('HSET', KEYS[1], 'updated_at', now)
   local days = tonumber(redis.call('HGET', KEYS[5], 'ttl_days') or '')
   local ttl = days and days * 86400 or tonumber(default_ttl_seconds)
+  local keep = not (ttl and ttl > 0)
+  if keep and redis.call('PTTL', KEYS[1]) == -1 then return end
   for i = 1, 7 do
     if i ~= 6 then
-      if ttl and ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) else redis.call('PERSIST', KEYS[i]) end
+      if keep then redis.call('PERSIST', KEYS[i]) else redis.call('EXPIRE', KEYS[i], ttl) end
     end
   end
 end

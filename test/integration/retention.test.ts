@@ -9,6 +9,7 @@ const fake = await startFakeOpenAi();
 process.env.OPENAI_BASE_URL = fake.baseURL;
 process.env.CHAT_TTL_DAYS = String(2 / 86_400);
 
+const { RedisChatRepository } = await import('../../functions/shared/chat-repository');
 const postChat = await loadHandler('post-chat');
 const postSettings = await loadHandler('post-settings');
 const getInfo = await loadHandler('get-chat-info');
@@ -86,5 +87,39 @@ describe('retention', () => {
       expect(ttl).toBeGreaterThan(3 * 86_400 - 10);
       expect(ttl).toBeLessThanOrEqual(3 * 86_400);
     }
+  });
+});
+
+describe('retention without a deployment TTL', () => {
+  const repository = new RedisChatRepository({ maxPageBytes: 1 << 20 }, (operation) => operation(redis));
+  const chatKeyTtls = async (chatId: string) =>
+    Promise.all(
+      ['meta', 'messages', 'pairs', 'settings'].map((name) =>
+        redis.ttl(`chat-proxy:{c:${tenant}:${chatId}}:${name}`),
+      ),
+    );
+  const storeTurn = async (chatId: string) => {
+    const begun = await repository.beginTurn({ tenant, chatId }, 10_000);
+    if (!begun.acquired) throw new Error('chat busy');
+    await repository.commitTurn({ tenant, chatId }, begun.lease, {
+      user: { role: 'user', content: 'hi' },
+      userTokens: 5,
+      assistant: { role: 'assistant', content: 'hello' },
+      assistantTokens: 5,
+      usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 },
+    });
+  };
+
+  it('keeps every key of a chat once its ttl_days is unset, and through later turns', async () => {
+    const chatId = uniqueId('c');
+    await repository.updateSettings({ tenant, chatId }, { ttl_days: 1 });
+    await storeTurn(chatId);
+    for (const ttl of await chatKeyTtls(chatId)) expect(ttl).toBeGreaterThan(86_000);
+
+    await repository.updateSettings({ tenant, chatId }, { ttl_days: null });
+    await storeTurn(chatId);
+
+    // The settings hash is gone with its last field (-2); every other key is kept (-1).
+    expect(await chatKeyTtls(chatId)).toEqual([-1, -1, -1, -2]);
   });
 });
