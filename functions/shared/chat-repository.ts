@@ -318,21 +318,29 @@ function decodeMessage(raw: string): StoredMessage {
   return JSON.parse(raw) as StoredMessage;
 }
 
-const ID_PREFIX = Buffer.from('{"id":');
 const ROLE_FIELD = Buffer.from(',"role":');
 const CREATED_AT_FIELD = Buffer.from(',"created_at":');
+
+/** Whether `field` is in `raw` at `at` (a plain loop: cheaper than a native call per message). */
+function fieldAt(raw: Buffer, at: number, field: Buffer): boolean {
+  for (let i = 0; i < field.length; i += 1) if (raw[at + i] !== field[i]) return false;
+  return true;
+}
 
 /**
  * A stored message as the prompt takes it, `{"role":…,"content":…}` as UTF-8, cut out of the
  * stored JSON without decoding or copying it: the commit script writes `{"id":N,` in front of
- * `{"role":…,"content":…,"created_at":…,"tokens":…}`. The first `,"role":` follows the numeric
- * id; the last `,"created_at":` is the top-level one (inside a JSON string every quote is escaped,
- * and the content comes before it). Anything else is parsed and re-encoded.
+ * `{"role":…,"content":…,"created_at":…,"tokens":…}`. The first comma follows the numeric id; the
+ * last `,"created_at":` is the top-level one (inside a JSON string every quote is escaped, and the
+ * content comes before it). Anything else is parsed and re-encoded.
  */
 function promptJson(raw: Buffer): Buffer {
-  const role = raw.subarray(0, ID_PREFIX.length).equals(ID_PREFIX) ? raw.indexOf(ROLE_FIELD) : -1;
-  const end = raw.lastIndexOf(CREATED_AT_FIELD);
-  if (role > 0 && end > role) {
+  // {"id":  then digits
+  let role = raw[0] === 0x7b && raw[1] === 0x22 && raw[2] === 0x69 && raw[3] === 0x64 ? 6 : raw.length;
+  while (role < raw.length && raw[role] !== 0x2c) role += 1;
+  let end = raw.length - CREATED_AT_FIELD.length;
+  while (end > role && !(raw[end] === 0x2c && fieldAt(raw, end, CREATED_AT_FIELD))) end -= 1;
+  if (role < end && fieldAt(raw, role, ROLE_FIELD)) {
     // In place: the commas before "role" and "created_at" become the braces. The buffer is this
     // reply's own bytes, read for this turn only.
     raw[role] = 0x7b; // {
