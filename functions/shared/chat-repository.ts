@@ -538,26 +538,27 @@ export class RedisChatRepository implements ChatRepository {
     const k = keys.chat(chat);
     return this.run(async (redis) => {
       // One round trip: the tenant's prompt, the lease with the chat's small values (a script),
-      // and the newest messages (another node of a cluster may hold the tenant's keys). The
-      // messages are read outside the script, which would copy each twice, costing Redis more
-      // than the read itself. That needs no transaction: the lease comes first, and while it is
-      // ours no other turn appends; a clear or delete landing in between moves the generation on
-      // or drops the lease, so the commit refuses this turn whatever it read.
-      const [globalSystemPrompt, lease, rawMessages] = await Promise.all(
+      // and the newest pair costs and messages (another node of a cluster may hold the tenant's
+      // keys). The lists are read outside the script, which would copy each element twice,
+      // costing Redis more than the read itself. That needs no transaction: the lease comes
+      // first, and while it is ours no other turn appends; a clear or delete landing in between
+      // moves the generation on or drops the lease, so the commit refuses this turn whatever it
+      // read. (A pair count read before the lists can only be short of them by such a clear.)
+      const [globalSystemPrompt, lease, rawPairs, rawMessages] = await Promise.all(
         together(redis, (client) => [
           client.get(keys.tenant(chat.tenant).system),
-          client.beginTurn(...chatKeys(chat), token, leaseMs, TURN_READ_PAIRS),
+          client.beginTurn(...chatKeys(chat), token, leaseMs),
+          client.lrange(k.pairs, -TURN_READ_PAIRS, -1),
           client.lrangeBuffer(k.messages, -2 * TURN_READ_PAIRS, -1),
         ]),
       );
       const [taken, ...rest] = lease as [number, ...unknown[]];
       if (taken !== 1) return { acquired: false, retryInMs: Math.max(Number(rest[0]), 0) };
-      const [generation, flatSettings, chatSystemPrompt, pairCount, rawPairs] = rest as [
+      const [generation, flatSettings, chatSystemPrompt, pairCount] = rest as [
         string,
         string[],
         string | null,
         number,
-        string[],
       ];
       const settings: Record<string, string> = {};
       for (let i = 0; i + 1 < flatSettings.length; i += 2)

@@ -44,16 +44,16 @@ end
 
 export const scripts = {
   /**
-   * ARGV token leaseMs pairs
+   * ARGV token leaseMs
    * -> {0, pttl} when another turn holds the chat; else takes the lease and returns
-   *    {1, generation, settings (flat field/value list), chat system prompt or nil, number of
-   *     pairs, the newest `pairs` pair costs}.
-   * Only small values: the messages are read beside it with LRANGE, as Lua would copy each twice.
+   *    {1, generation, settings (flat field/value list), chat system prompt or nil, number of pairs}.
+   * Only small values: the pair costs and messages are read beside it with LRANGE, as Lua would
+   * copy each element twice.
    */
   beginTurn: `
 if not redis.call('SET', KEYS[6], ARGV[1], 'PX', ARGV[2], 'NX') then return {0, redis.call('PTTL', KEYS[6])} end
 return {1, redis.call('HGET', KEYS[1], 'gen') or '0', redis.call('HGETALL', KEYS[5]), redis.call('GET', KEYS[4]),
-  redis.call('LLEN', KEYS[3]), redis.call('LRANGE', KEYS[3], -tonumber(ARGV[3]), -1)}`,
+  redis.call('LLEN', KEYS[3])}`,
 
   /**
    * ARGV token generation now user assistant pairTokens prompt completion total defaultTtl
