@@ -609,28 +609,37 @@ export class RedisChatRepository implements ChatRepository {
         now,
         chatId,
       );
+    const args = [
+      lease.token,
+      lease.generation,
+      now,
+      encodeWithoutId(turn.user, now, turn.userTokens),
+      encodeWithoutId(turn.assistant, now, turn.assistantTokens),
+      turn.userTokens + turn.assistantTokens,
+      usage.prompt_tokens,
+      usage.completion_tokens,
+      usage.total_tokens,
+      this.defaultTtlSeconds,
+    ];
     return this.run(async (redis) => {
-      // One round trip: the turn (with the chat's usage and the lease release, atomically), and
-      // beside it the tenant's totals and index, which live in another slot. In the rare case the
-      // turn is refused, the tenant's totals are taken back.
-      const [reply] = await Promise.all(
-        together(redis, (client) => [
-          client.commitTurn(
-            ...chatKeys(chat),
-            lease.token,
-            lease.generation,
-            now,
-            encodeWithoutId(turn.user, now, turn.userTokens),
-            encodeWithoutId(turn.assistant, now, turn.assistantTokens),
-            turn.userTokens + turn.assistantTokens,
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            usage.total_tokens,
-            this.defaultTtlSeconds,
-          ),
-          addUsage(client, 1, chat.chatId),
-        ]),
-      );
+      // On one node, one script stores the turn (with the chat's usage and the lease release)
+      // and adds the usage to the tenant's totals and index, all or nothing.
+      if (!(redis instanceof Cluster)) {
+        const reply = await scripted(redis).commitTurnOnOneNode(
+          ...chatKeys(chat),
+          tenant.usage,
+          tenant.chats,
+          ...args,
+          chat.chatId,
+        );
+        return (reply as [CommitResult])[0];
+      }
+      // On a cluster the tenant's keys live in another slot: the tenant's part goes beside the
+      // turn, in the same round trip, and is taken back in the rare case the turn is refused.
+      const [reply] = await Promise.all([
+        scripted(redis).commitTurn(...chatKeys(chat), ...args),
+        addUsage(scripted(redis), 1, chat.chatId),
+      ]);
       const [result] = reply as [CommitResult];
       if (result !== 'stored') await addUsage(scripted(redis), -1, '');
       return result;

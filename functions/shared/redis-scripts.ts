@@ -1,6 +1,7 @@
 /**
  * The Lua scripts of the chat repository. Each runs atomically inside Redis and touches the keys
- * of one chat only (one hash slot), so it stays valid on Redis Cluster. Every chat script takes
+ * of one chat only (one hash slot), so it stays valid on Redis Cluster; the one exception,
+ * commitTurnOnOneNode, is only sent to a single node. Every chat script takes
  * the same keys, in this order (see `chat-repository.ts` for the layout):
  *
  *   KEYS[1] meta  KEYS[2] messages  KEYS[3] pairs  KEYS[4] system  KEYS[5] settings
@@ -29,6 +30,37 @@ local function touch(now, default_ttl_seconds)
       if keep then redis.call('PERSIST', KEYS[i]) else redis.call('EXPIRE', KEYS[i], ttl) end
     end
   end
+end
+`;
+
+/** Adds a turn's usage to the tenant's totals and, given a chat id, refreshes its index entry. */
+const tenantTurn = `
+local function tenant_turn(usage, index, prompt, completion, total, turns, now, chat_id)
+  redis.call('HINCRBY', usage, 'prompt_tokens', prompt)
+  redis.call('HINCRBY', usage, 'completion_tokens', completion)
+  redis.call('HINCRBY', usage, 'total_tokens', total)
+  redis.call('HINCRBY', usage, 'turns', turns)
+  if chat_id ~= '' then redis.call('ZADD', index, now, chat_id) end
+end
+`;
+
+/** commitTurn's body, as a function (see commitTurn). */
+const commit = `
+local function commit()
+  if redis.call('GET', KEYS[6]) ~= ARGV[1] then return {'lease_lost'} end
+  redis.call('DEL', KEYS[6])
+  if (redis.call('HGET', KEYS[1], 'gen') or '0') ~= ARGV[2] then return {'cleared'} end
+  local next_id = redis.call('HINCRBY', KEYS[1], 'seq', 2) - 2
+  if redis.call('LLEN', KEYS[2]) == 0 then redis.call('HSET', KEYS[1], 'base', next_id) end
+  redis.call('RPUSH', KEYS[2], '{"id":' .. next_id .. ',' .. string.sub(ARGV[4], 2),
+    '{"id":' .. (next_id + 1) .. ',' .. string.sub(ARGV[5], 2))
+  redis.call('RPUSH', KEYS[3], ARGV[6])
+  redis.call('HINCRBY', KEYS[1], 'prompt_tokens', ARGV[7])
+  redis.call('HINCRBY', KEYS[1], 'completion_tokens', ARGV[8])
+  redis.call('HINCRBY', KEYS[1], 'total_tokens', ARGV[9])
+  redis.call('HINCRBY', KEYS[1], 'turns', 1)
+  touch(ARGV[3], ARGV[10])
+  return {'stored', next_id}
 end
 `;
 
@@ -61,33 +93,26 @@ return {1, redis.call('HGET', KEYS[1], 'gen') or '0', redis.call('HGETALL', KEYS
    * -> {'lease_lost'} unless the lease is still ours; {'cleared'} if the chat was cleared since
    *    the turn began; else appends the pair, adds the usage, releases the lease: {'stored', id}
    */
-  commitTurn: `${touch}
-if redis.call('GET', KEYS[6]) ~= ARGV[1] then return {'lease_lost'} end
-redis.call('DEL', KEYS[6])
-if (redis.call('HGET', KEYS[1], 'gen') or '0') ~= ARGV[2] then return {'cleared'} end
-local next_id = redis.call('HINCRBY', KEYS[1], 'seq', 2) - 2
-if redis.call('LLEN', KEYS[2]) == 0 then redis.call('HSET', KEYS[1], 'base', next_id) end
-redis.call('RPUSH', KEYS[2], '{"id":' .. next_id .. ',' .. string.sub(ARGV[4], 2),
-  '{"id":' .. (next_id + 1) .. ',' .. string.sub(ARGV[5], 2))
-redis.call('RPUSH', KEYS[3], ARGV[6])
-redis.call('HINCRBY', KEYS[1], 'prompt_tokens', ARGV[7])
-redis.call('HINCRBY', KEYS[1], 'completion_tokens', ARGV[8])
-redis.call('HINCRBY', KEYS[1], 'total_tokens', ARGV[9])
-redis.call('HINCRBY', KEYS[1], 'turns', 1)
-touch(ARGV[3], ARGV[10])
-return {'stored', next_id}`,
+  commitTurn: `${touch}${commit}return commit()`,
+
+  /**
+   * commitTurn on a single node, where the tenant's keys can be written in the same script:
+   * KEYS (the chat's seven) usage index (the tenant's)  ARGV as commitTurn, then chatId
+   * -> as commitTurn; a stored turn's usage is added to the tenant's totals and the chat's index
+   *    entry refreshed, in the same step. Never used on a cluster (the tenant's slot differs).
+   */
+  commitTurnOnOneNode: `${touch}${commit}${tenantTurn}
+local result = commit()
+if result[1] == 'stored' then tenant_turn(KEYS[8], KEYS[9], ARGV[7], ARGV[8], ARGV[9], 1, ARGV[3], ARGV[11]) end
+return result`,
 
   /**
    * KEYS usage index (the tenant's)  ARGV prompt completion total turns now chatId(or '')
    * -> adds a turn's usage to the tenant's totals and, given a chat id, refreshes the chat's entry
-   *    in the index. One command instead of a transaction of five: it rides beside commitTurn.
+   *    in the index. On a cluster it rides beside commitTurn, in the same round trip.
    */
-  tenantTurn: `
-redis.call('HINCRBY', KEYS[1], 'prompt_tokens', ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'completion_tokens', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'total_tokens', ARGV[3])
-redis.call('HINCRBY', KEYS[1], 'turns', ARGV[4])
-if ARGV[6] ~= '' then redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6]) end
+  tenantTurn: `${tenantTurn}
+tenant_turn(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 return 1`,
 
   /** ARGV token leaseMs -> 1 if the lease was still ours and is extended, else 0. */
@@ -216,6 +241,7 @@ return 1`,
 export const scriptKeyCounts: Readonly<Record<keyof typeof scripts, number>> = {
   beginTurn: CHAT_KEY_COUNT,
   commitTurn: CHAT_KEY_COUNT,
+  commitTurnOnOneNode: CHAT_KEY_COUNT + 2,
   tenantTurn: 2,
   renewLease: CHAT_KEY_COUNT,
   releaseLease: CHAT_KEY_COUNT,
