@@ -221,7 +221,9 @@ function safe(id: string): string {
  *   {prefix}:{c:<tenant>:<chat>}:meta          hash    gen, seq, base, created_at, updated_at,
  *                                                      usage totals
  *   {prefix}:{c:<tenant>:<chat>}:messages      list    JSON messages, oldest first (id = base + index)
- *   {prefix}:{c:<tenant>:<chat>}:pairs         list    tokens of each user+reply pair
+ *   {prefix}:{c:<tenant>:<chat>}:pairs         list    tokens of each user+reply pair (kept for
+ *                                                      earlier versions; turns read the counts
+ *                                                      stored in the messages)
  *   {prefix}:{c:<tenant>:<chat>}:system        string  the chat's system prompt
  *   {prefix}:{c:<tenant>:<chat>}:settings      hash    the chat's settings
  *   {prefix}:{c:<tenant>:<chat>}:lease         string  the running turn's token, with an expiry
@@ -320,6 +322,7 @@ function decodeMessage(raw: string): StoredMessage {
 
 const ROLE_FIELD = Buffer.from(',"role":');
 const CREATED_AT_FIELD = Buffer.from(',"created_at":');
+const TOKENS_FIELD = Buffer.from(',"tokens":');
 
 /** Whether `field` is in `raw` at `at` (a plain loop: cheaper than a native call per message). */
 function fieldAt(raw: Buffer, at: number, field: Buffer): boolean {
@@ -327,43 +330,73 @@ function fieldAt(raw: Buffer, at: number, field: Buffer): boolean {
   return true;
 }
 
+/** The digits at `at`, as a number, and where they end. */
+function digitsAt(raw: Buffer, at: number): [value: number, end: number] {
+  let value = 0;
+  let i = at;
+  for (let byte = raw[i]; byte !== undefined && byte >= 0x30 && byte <= 0x39; byte = raw[++i])
+    value = value * 10 + (byte - 0x30);
+  return [value, i];
+}
+
+/** A stored message as the prompt takes it, and the tokens stored with it. */
+interface PromptMessage {
+  readonly json: Buffer;
+  readonly tokens: number;
+}
+
 /**
  * A stored message as the prompt takes it, `{"role":…,"content":…}` as UTF-8, cut out of the
- * stored JSON without decoding or copying it: the commit script writes `{"id":N,` in front of
- * `{"role":…,"content":…,"created_at":…,"tokens":…}`. The first comma follows the numeric id; the
- * last `,"created_at":` is the top-level one (inside a JSON string every quote is escaped, and the
- * content comes before it). Anything else is parsed and re-encoded.
+ * stored JSON without decoding or copying it, with the tokens stored beside it: the commit script
+ * writes `{"id":N,` in front of `{"role":…,"content":…,"created_at":…,"tokens":…}`. The first comma
+ * follows the numeric id; the last `,"created_at":` is the top-level one (inside a JSON string
+ * every quote is escaped, and the content comes before it). Anything else is parsed and re-encoded.
+ * A message stored without a count counts as many tokens as it has bytes, never fewer than it has.
  */
-function promptJson(raw: Buffer): Buffer {
+function promptMessage(raw: Buffer): PromptMessage {
   // {"id":  then digits
   let role = raw[0] === 0x7b && raw[1] === 0x22 && raw[2] === 0x69 && raw[3] === 0x64 ? 6 : raw.length;
   while (role < raw.length && raw[role] !== 0x2c) role += 1;
   let end = raw.length - CREATED_AT_FIELD.length;
   while (end > role && !(raw[end] === 0x2c && fieldAt(raw, end, CREATED_AT_FIELD))) end -= 1;
   if (role < end && fieldAt(raw, role, ROLE_FIELD)) {
+    const [, afterCreatedAt] = digitsAt(raw, end + CREATED_AT_FIELD.length);
+    const [count, afterCount] = fieldAt(raw, afterCreatedAt, TOKENS_FIELD)
+      ? digitsAt(raw, afterCreatedAt + TOKENS_FIELD.length)
+      : [Number.NaN, -1];
     // In place: the commas before "role" and "created_at" become the braces. The buffer is this
     // reply's own bytes, read for this turn only.
     raw[role] = 0x7b; // {
     raw[end] = 0x7d; // }
-    return raw.subarray(role, end + 1);
+    const json = raw.subarray(role, end + 1);
+    const counted = afterCount === raw.length - 1 && raw[afterCount] === 0x7d;
+    return { json, tokens: counted ? count : json.length };
   }
-  const { role: storedRole, content } = decodeMessage(raw.toString());
-  return Buffer.from(JSON.stringify({ role: storedRole, content }));
+  const { role: storedRole, content, tokens } = decodeMessage(raw.toString()) as Partial<StoredMessage>;
+  const json = Buffer.from(JSON.stringify({ role: storedRole, content }));
+  return { json, tokens: typeof tokens === 'number' ? tokens : json.length };
 }
 
 /** Pairs a turn reads with the lease: most windows fit, and a longer one reads on. */
 export const TURN_READ_PAIRS = 64;
 
-function historyTail(rawMessages: Buffer[], rawPairs: string[], olderPairs: number): HistoryTail {
-  // A pair's two messages are written together, so both lists end alike; a pair whose messages
-  // are missing (never expected) is left out rather than sent half.
-  const pairs = Math.min(rawPairs.length, Math.floor(rawMessages.length / 2));
-  const messages = rawMessages.slice(rawMessages.length - 2 * pairs).map(promptJson);
-  const pairTokens = rawPairs
-    .slice(rawPairs.length - pairs)
-    .map(Number)
-    .reverse();
-  return { messages, pairTokens, olderPairs };
+/**
+ * The newest whole pairs of `raw` (stored messages, oldest first) with their costs. A pair's two
+ * messages are written together, so a read of an even count from the end holds whole pairs; an
+ * odd one (never expected) loses its oldest message rather than send a pair half.
+ */
+function historyTail(raw: Buffer[], olderPairs: number): HistoryTail {
+  const pairs = Math.floor(raw.length / 2);
+  const first = raw.length - 2 * pairs;
+  const messages: Buffer[] = [];
+  const pairTokens: number[] = [];
+  for (let i = first; i < raw.length; i += 2) {
+    const user = promptMessage(raw[i] as Buffer);
+    const reply = promptMessage(raw[i + 1] as Buffer);
+    messages.push(user.json, reply.json);
+    pairTokens.push(user.tokens + reply.tokens);
+  }
+  return { messages, pairTokens: pairTokens.reverse(), olderPairs };
 }
 
 /** JSON of a message without its id: the commit script puts the id in front. */
@@ -538,32 +571,39 @@ export class RedisChatRepository implements ChatRepository {
     const k = keys.chat(chat);
     return this.run(async (redis) => {
       // One round trip: the tenant's prompt, the lease with the chat's small values (a script),
-      // and the newest pair costs and messages (another node of a cluster may hold the tenant's
-      // keys). The lists are read outside the script, which would copy each element twice,
-      // costing Redis more than the read itself. That needs no transaction: the lease comes
-      // first, and while it is ours no other turn appends; a clear or delete landing in between
-      // moves the generation on or drops the lease, so the commit refuses this turn whatever it
-      // read. (A pair count read before the lists can only be short of them by such a clear.)
-      const [globalSystemPrompt, lease, rawPairs, rawMessages] = await Promise.all(
+      // and the newest messages, which hold their token counts (another node of a cluster may
+      // hold the tenant's keys). The messages are read outside the script, which would copy each
+      // twice, costing Redis more than the read itself. That needs no transaction: the lease
+      // comes first, and while it is ours no other turn appends; a clear or delete landing in
+      // between moves the generation on or drops the lease, so the commit refuses this turn
+      // whatever it read.
+      // On a single node the lease script reads the tenant's prompt too.
+      const oneNode = !(redis instanceof Cluster);
+      const tenantPrompt = keys.tenant(chat.tenant).system;
+      const [lease, rawMessages, clusterPrompt] = await Promise.all(
         together(redis, (client) => [
-          client.get(keys.tenant(chat.tenant).system),
-          client.beginTurn(...chatKeys(chat), token, leaseMs),
-          client.lrange(k.pairs, -TURN_READ_PAIRS, -1),
+          oneNode
+            ? client.beginTurnOnOneNode(...chatKeys(chat), tenantPrompt, token, leaseMs)
+            : client.beginTurn(...chatKeys(chat), token, leaseMs),
           client.lrangeBuffer(k.messages, -2 * TURN_READ_PAIRS, -1),
+          oneNode ? undefined : client.get(tenantPrompt),
         ]),
       );
       const [taken, ...rest] = lease as [number, ...unknown[]];
       if (taken !== 1) return { acquired: false, retryInMs: Math.max(Number(rest[0]), 0) };
-      const [generation, flatSettings, chatSystemPrompt, pairCount] = rest as [
+      const [generation, flatSettings, chatSystemPrompt, messageCount, onePrompt] = rest as [
         string,
         string[],
         string | null,
         number,
+        string | null | undefined,
       ];
+      const globalSystemPrompt = (oneNode ? onePrompt : clusterPrompt) ?? null;
       const settings: Record<string, string> = {};
       for (let i = 0; i + 1 < flatSettings.length; i += 2)
         settings[flatSettings[i] as string] = flatSettings[i + 1] as string;
-      const history = historyTail(rawMessages, rawPairs, Math.max(Number(pairCount) - rawPairs.length, 0));
+      const olderPairs = Math.floor(Number(messageCount) / 2) - Math.floor(rawMessages.length / 2);
+      const history = historyTail(rawMessages, Math.max(olderPairs, 0));
       return {
         acquired: true,
         lease: {
@@ -582,16 +622,16 @@ export class RedisChatRepository implements ChatRepository {
 
   async readOlderPairs(chat: ChatRef, skip: number, count: number): Promise<HistoryTail> {
     const k = keys.chat(chat);
-    const [pairCount, rawPairs, rawMessages] = await this.run((redis) =>
+    const [messageCount, rawMessages] = await this.run((redis) =>
       Promise.all(
         together(redis, (client) => [
-          client.llen(k.pairs),
-          client.lrange(k.pairs, -(skip + count), -(skip + 1)),
+          client.llen(k.messages),
           client.lrangeBuffer(k.messages, -2 * (skip + count), -(2 * skip + 1)),
         ]),
       ),
     );
-    return historyTail(rawMessages, rawPairs, Math.max(pairCount - skip - rawPairs.length, 0));
+    const olderPairs = Math.floor(messageCount / 2) - skip - Math.floor(rawMessages.length / 2);
+    return historyTail(rawMessages, Math.max(olderPairs, 0));
   }
 
   async commitTurn(chat: ChatRef, lease: TurnLease, turn: TurnRecord): Promise<CommitResult> {

@@ -1,7 +1,7 @@
 /**
  * The Lua scripts of the chat repository. Each runs atomically inside Redis and touches the keys
- * of one chat only (one hash slot), so it stays valid on Redis Cluster; the one exception,
- * commitTurnOnOneNode, is only sent to a single node. Every chat script takes
+ * of one chat only (one hash slot), so it stays valid on Redis Cluster; the exceptions,
+ * beginTurnOnOneNode and commitTurnOnOneNode, are only sent to a single node. Every chat script takes
  * the same keys, in this order (see `chat-repository.ts` for the layout):
  *
  *   KEYS[1] meta  KEYS[2] messages  KEYS[3] pairs  KEYS[4] system  KEYS[5] settings
@@ -44,6 +44,15 @@ local function tenant_turn(usage, index, prompt, completion, total, turns, now, 
 end
 `;
 
+/** beginTurn's body, as a function (see beginTurn). */
+const lease = `
+local function take_lease()
+  if not redis.call('SET', KEYS[6], ARGV[1], 'PX', ARGV[2], 'NX') then return {0, redis.call('PTTL', KEYS[6])} end
+  return {1, redis.call('HGET', KEYS[1], 'gen') or '0', redis.call('HGETALL', KEYS[5]), redis.call('GET', KEYS[4]),
+    redis.call('LLEN', KEYS[2])}
+end
+`;
+
 /** commitTurn's body, as a function (see commitTurn). */
 const commit = `
 local function commit()
@@ -78,14 +87,22 @@ export const scripts = {
   /**
    * ARGV token leaseMs
    * -> {0, pttl} when another turn holds the chat; else takes the lease and returns
-   *    {1, generation, settings (flat field/value list), chat system prompt or nil, number of pairs}.
-   * Only small values: the pair costs and messages are read beside it with LRANGE, as Lua would
-   * copy each element twice.
+   *    {1, generation, settings (flat field/value list), chat system prompt or nil, number of
+   *     messages}.
+   * Only small values: the messages are read beside it with LRANGE, as Lua would copy each twice.
    */
-  beginTurn: `
-if not redis.call('SET', KEYS[6], ARGV[1], 'PX', ARGV[2], 'NX') then return {0, redis.call('PTTL', KEYS[6])} end
-return {1, redis.call('HGET', KEYS[1], 'gen') or '0', redis.call('HGETALL', KEYS[5]), redis.call('GET', KEYS[4]),
-  redis.call('LLEN', KEYS[3])}`,
+  beginTurn: `${lease}
+return take_lease()`,
+
+  /**
+   * beginTurn on a single node, where the tenant's keys can be read in the same script:
+   * KEYS (the chat's seven) the tenant's system prompt  ARGV as beginTurn
+   * -> as beginTurn, with the tenant's system prompt (or nil) after the number of messages.
+   */
+  beginTurnOnOneNode: `${lease}
+local result = take_lease()
+if result[1] == 1 then result[6] = redis.call('GET', KEYS[8]) end
+return result`,
 
   /**
    * ARGV token generation now user assistant pairTokens prompt completion total defaultTtl
@@ -240,6 +257,7 @@ return 1`,
 /** How many keys each script takes (the idempotency scripts work on a record, not a chat). */
 export const scriptKeyCounts: Readonly<Record<keyof typeof scripts, number>> = {
   beginTurn: CHAT_KEY_COUNT,
+  beginTurnOnOneNode: CHAT_KEY_COUNT + 1,
   commitTurn: CHAT_KEY_COUNT,
   commitTurnOnOneNode: CHAT_KEY_COUNT + 2,
   tenantTurn: 2,

@@ -205,6 +205,40 @@ describe('token counting', () => {
     ]);
   });
 
+  it('sends history stored before messages carried token counts, sizing each by its bytes', async () => {
+    const tenant = uniqueId('t');
+    const chatId = uniqueId('c');
+    await seed(tenant, chatId, 3);
+    const chatKeys = keys.chat({ tenant, chatId });
+    await redis.del(chatKeys.pairs);
+    const stored = await redis.lrange(chatKeys.messages, 0, -1);
+    for (const [index, raw] of stored.entries()) {
+      const { role, content } = JSON.parse(raw) as { role: string; content: string };
+      await redis.lset(chatKeys.messages, index, JSON.stringify({ role, content }));
+    }
+
+    const result = await postChat(
+      apiEvent({
+        method: 'POST',
+        resource: '/{chat_id}/chat',
+        chatId,
+        apiKeyId: tenant,
+        json: { content: 'next' },
+      }),
+    );
+
+    expect(result.statusCode).toBe(200);
+    expect(fake.completions()[0]?.messages.map((message) => message.content)).toEqual([
+      'question 0',
+      'answer 0 ',
+      'question 1',
+      'answer 1 word ',
+      'question 2',
+      'answer 2 word word ',
+      'next',
+    ]);
+  });
+
   it("counts the tokenizer's special tokens in a message as the plain text they are to OpenAI", async () => {
     const content = 'Why does my log show <|endoftext|> and <|im_start|>?';
 
