@@ -1,3 +1,5 @@
+import type { AddressInfo } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { SecretsUnavailableError } from '../../functions/shared/errors';
 import { apiEvent, uniqueId } from '../support/events';
@@ -22,8 +24,10 @@ delete process.env.REDIS_URL;
 
 const postChat = await loadHandler('post-chat');
 const postMod = await loadHandler('post-mod');
-// The same module instance the handlers use (one per test file).
+// The same module instances the handlers use (one per test file).
 const { getSecretString } = await import('../../functions/shared/secrets');
+const { createSecretsManagerClient } = await import('../../functions/shared/secrets-manager-client');
+const { logger } = await import('../../functions/shared/observability');
 
 afterAll(async () => {
   vi.useRealTimers();
@@ -137,7 +141,7 @@ describe('the OpenAI key from Secrets Manager', () => {
     expect(fake.requests).toEqual([]);
   });
 
-  it('keeps serving with the cached key while Secrets Manager is down', async () => {
+  it('keeps serving with the key cached within the TTL while Secrets Manager is down', async () => {
     secretsManager.enqueue(OPENAI_ARN, reply.secret('sk-cached'));
     secretsManager.put(OPENAI_ARN, reply.serverError());
     await moderation();
@@ -243,19 +247,6 @@ describe('getSecretString', () => {
     expect(cause.message).not.toMatch(/\d{12}|arn:/);
   });
 
-  it('fails fast with SecretsUnavailableError when Secrets Manager does not answer', async () => {
-    const id = secretId();
-    secretsManager.put(id, reply.hang());
-    const started = performance.now();
-
-    const error = await failureOf(getSecretString(id));
-
-    // Two attempts of at most 2 s each and a short pause, far below the Lambda timeout.
-    expect(performance.now() - started).toBeLessThan(5000);
-    expect(secretsManager.readsOf(id)).toBe(2);
-    expect((error.cause as Error).name).toBe('HttpTimeoutError');
-  });
-
   it('is refused, and not retried, when signed with the wrong key', async () => {
     const id = secretId();
     secretsManager.put(id, 'value');
@@ -267,6 +258,130 @@ describe('getSecretString', () => {
       expect(secretsManager.refusals).toEqual(['signature does not match']);
     } finally {
       vi.unstubAllEnvs();
+      secretsManager.refusals.length = 0;
+    }
+  });
+
+  it.each<[string, Record<string, string | undefined>, string]>([
+    [
+      'an endpoint that does not exist (FIPS in China)',
+      { AWS_ENDPOINT_URL: undefined, AWS_USE_FIPS_ENDPOINT: 'true', AWS_REGION: 'cn-north-1' },
+      'SecretsManagerEndpointError',
+    ],
+    [
+      'credentials that cannot be had',
+      {
+        AWS_PROFILE: undefined,
+        AWS_ACCESS_KEY_ID: undefined,
+        AWS_CONTAINER_CREDENTIALS_FULL_URI: 'http://credentials.example.com/x',
+      },
+      'CredentialsError',
+    ],
+  ])('answers SecretsUnavailableError, without the value, for %s', async (_, variables, causeName) => {
+    const id = `chat-proxy/${uniqueId('s')}`;
+    secretsManager.put(id, 'sk-never-read');
+    for (const [name, value] of Object.entries(variables)) vi.stubEnv(name, value);
+    try {
+      const error = await failureOf(getSecretString(id));
+
+      expect(error.cause).toMatchObject({ name: causeName });
+      expect(error.message).not.toContain('sk-never-read');
+      expect(secretsManager.readsOf(id)).toBe(0);
+    } finally {
+      vi.unstubAllEnvs();
+    }
+  });
+});
+
+describe('the Secrets Manager client', () => {
+  const secretId = () => `arn:aws:secretsmanager:us-east-1:000000000000:secret:${uniqueId('s')}-AbCdEf`;
+  /** Timeouts far below the deployed 1 s and 2 s, so these tests take a fraction of a second. */
+  const fastClient = (env: Record<string, string | undefined> = process.env) =>
+    createSecretsManagerClient({ env, connectTimeoutMs: 100, requestTimeoutMs: 150 });
+  const rejectionOf = (read: Promise<unknown>) =>
+    read.then(
+      () => undefined,
+      (reason: unknown) => reason as Error,
+    );
+
+  it('gives up after two attempts when Secrets Manager accepts the request and never answers', async () => {
+    const id = secretId();
+    secretsManager.put(id, reply.hang());
+    const started = performance.now();
+
+    const error = await rejectionOf(fastClient().getSecretValue(id));
+
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(error).toMatchObject({ name: 'HttpTimeoutError', message: 'No complete response within 150 ms' });
+    expect(secretsManager.readsOf(id)).toBe(2);
+  });
+
+  it('gives up after two attempts when the TLS connection never completes', async () => {
+    const sockets: Socket[] = [];
+    const silent = createServer((socket) => sockets.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const { port } = silent.address() as AddressInfo;
+    const started = performance.now();
+    try {
+      const client = createSecretsManagerClient({
+        env: { ...secretsManager.env, AWS_ENDPOINT_URL: `https://127.0.0.1:${port}` },
+        connectTimeoutMs: 100,
+        requestTimeoutMs: 5000,
+      });
+
+      const error = await rejectionOf(client.getSecretValue(secretId()));
+
+      expect(performance.now() - started).toBeLessThan(1000);
+      expect(error).toMatchObject({ name: 'HttpTimeoutError', message: 'No connection within 100 ms' });
+      expect(sockets).toHaveLength(2);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
+  });
+
+  it("signs again with Secrets Manager's time when it refuses a skewed clock, and keeps the correction", async () => {
+    const [first, second] = [secretId(), secretId()];
+    secretsManager.put(first, 'sk-skew-first');
+    secretsManager.put(second, 'sk-skew-second');
+    secretsManager.setClockOffset(20 * 60_000);
+    const warn = vi.spyOn(logger, 'warn');
+    try {
+      const client = fastClient();
+
+      expect(await client.getSecretValue(first)).toBe('sk-skew-first');
+      expect(await client.getSecretValue(second)).toBe('sk-skew-second');
+
+      expect(secretsManager.refusals).toEqual([expect.stringMatching(/^x-amz-date \d{8}T\d{6}Z$/)]);
+      expect(secretsManager.reads.map((read) => read.secretId)).toEqual([first, second]);
+      expect(warn).toHaveBeenCalledTimes(1);
+      expect(warn).toHaveBeenCalledWith(expect.stringMatching(/clock skew/), {
+        errorType: 'InvalidSignatureException',
+        skewMs: expect.closeTo(20 * 60_000, -4),
+        clockOffsetMs: expect.closeTo(20 * 60_000, -4),
+      });
+      expect(JSON.stringify(warn.mock.calls)).not.toMatch(/sk-skew|fake\/secret/);
+    } finally {
+      warn.mockRestore();
+      secretsManager.refusals.length = 0;
+    }
+  });
+
+  it('after correcting the clock, gives up on a refusal that is not about time (a wrong key)', async () => {
+    const id = secretId();
+    secretsManager.put(id, 'value');
+    secretsManager.setClockOffset(-20 * 60_000);
+    try {
+      const error = await rejectionOf(
+        fastClient({ ...process.env, AWS_SECRET_ACCESS_KEY: 'not-the-key' }).getSecretValue(id),
+      );
+
+      expect(error).toMatchObject({ type: 'InvalidSignatureException' });
+      expect(secretsManager.refusals).toEqual([
+        expect.stringMatching(/^x-amz-date /),
+        'signature does not match',
+      ]);
+    } finally {
       secretsManager.refusals.length = 0;
     }
   });

@@ -5,8 +5,9 @@ import type { AddressInfo } from 'node:net';
 /**
  * A fake Secrets Manager that speaks GetSecretValue over HTTP, for the functions' own client to
  * talk to. It checks every request as AWS would (target, content type, SigV4 signature with the
- * fake's key, session token, scope), with its own signature code rather than the client's, and
- * answers stored secrets or scripted failures: errors, throttling, dropped connections, hangs.
+ * fake's key, session token, scope, x-amz-date against its own clock), with its own signature
+ * code rather than the client's, and answers stored secrets or scripted failures: errors,
+ * throttling, dropped connections, hangs. Every answer carries its clock in `Date`, as AWS's do.
  */
 
 /** What the fake answers to one read. */
@@ -68,7 +69,9 @@ export interface FakeSecretsManager {
   put(secretId: string, value: string | SecretsManagerReply): void;
   /** Replies for the next reads of `secretId`, in order, before the stored one. */
   enqueue(secretId: string, ...replies: SecretsManagerReply[]): void;
-  /** Forgets secrets, queues, reads and refusals. */
+  /** Runs the fake's clock `offsetMs` ahead of this process's (behind if negative): a client clock that is off. */
+  setClockOffset(offsetMs: number): void;
+  /** Forgets secrets, queues, reads and refusals, and sets the clock right. */
   reset(): void;
   close(): Promise<void>;
 }
@@ -94,13 +97,16 @@ export async function startFakeSecretsManager(
   const queues = new Map<string, SecretsManagerReply[]>();
   const reads: ReceivedRead[] = [];
   const refusals: string[] = [];
+  let clockOffsetMs = 0;
+  const now = () => Date.now() + clockOffsetMs;
 
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
+      res.setHeader('date', new Date(now()).toUTCString());
       const body = Buffer.concat(chunks).toString('utf8');
-      const refusal = check(req, body, region, sessionToken);
+      const refusal = check(req, body, region, sessionToken, now());
       if (refusal !== undefined) {
         refusals.push(refusal.message);
         send(res, { status: refusal.status, type: refusal.type, message: refusal.message });
@@ -137,11 +143,15 @@ export async function startFakeSecretsManager(
     enqueue: (secretId, ...replies) => {
       queues.set(secretId, [...(queues.get(secretId) ?? []), ...replies]);
     },
+    setClockOffset: (offsetMs) => {
+      clockOffsetMs = offsetMs;
+    },
     reset: () => {
       stored.clear();
       queues.clear();
       reads.length = 0;
       refusals.length = 0;
+      clockOffsetMs = 0;
     },
     close: () =>
       new Promise((resolve) => {
@@ -202,6 +212,7 @@ function check(
   body: string,
   region: string,
   sessionToken: string | undefined,
+  now: number,
 ): Refusal | undefined {
   const refuse = (type: string, message: string, status = 400): Refusal => ({ status, type, message });
   if (req.method !== 'POST' || req.url !== '/')
@@ -232,7 +243,7 @@ function check(
   const signedAt = Date.parse(
     amzDate.replace(/^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/, '$1-$2-$3T$4:$5:$6Z'),
   );
-  if (!amzDate.startsWith(day ?? '') || !(Math.abs(Date.now() - signedAt) < MAX_SKEW_MS)) {
+  if (!amzDate.startsWith(day ?? '') || !(Math.abs(now - signedAt) < MAX_SKEW_MS)) {
     return refuse('InvalidSignatureException', `x-amz-date ${amzDate}`);
   }
   const signed = signedList.split(';');

@@ -123,6 +123,75 @@ describe('createCredentialProvider', () => {
     expect(requests).toHaveLength(2);
   });
 
+  it.each<[string, Record<string, unknown>]>([
+    ['no Token', { Token: undefined }],
+    ['an empty Token', { Token: '' }],
+    ['no Expiration', { Expiration: undefined }],
+    ['an Expiration that is not a date', { Expiration: 'soon' }],
+    ['no AccessKeyId', { AccessKeyId: undefined }],
+    ['no SecretAccessKey', { SecretAccessKey: undefined }],
+  ])('refuses container credentials with %s', async (_, change) => {
+    const answer = {
+      status: 200,
+      body: {
+        AccessKeyId: 'ASIAPARTIAL',
+        SecretAccessKey: 'container-secret',
+        Token: 'container-token',
+        Expiration: new Date(Date.now() + expiresInMs).toISOString(),
+        ...change,
+      },
+    };
+    queued.push(answer, answer);
+    const credentials = createCredentialProvider({ AWS_CONTAINER_CREDENTIALS_FULL_URI: containerUri });
+
+    const error = await credentials().catch((reason: unknown) => reason);
+
+    expect(error).toBeInstanceOf(CredentialsError);
+    expect((error as Error).message).not.toContain('container-secret');
+    expect(requests).toHaveLength(2);
+  });
+
+  it('never sends the authorization token off the metadata address for a relative URI', async () => {
+    const credentials = createCredentialProvider({
+      AWS_CONTAINER_CREDENTIALS_RELATIVE_URI: containerUri,
+      AWS_CONTAINER_AUTHORIZATION_TOKEN: 'Bearer not-for-you',
+    });
+
+    await expect(credentials()).rejects.toThrow(CredentialsError);
+    expect(requests).toEqual([]);
+  });
+
+  it('with AWS_PROFILE set, takes the profile from the SDK chain, not the keys in the environment', async () => {
+    const loadSdkChain = vi.fn(async () => async () => ({
+      accessKeyId: 'AKIAPROFILE',
+      secretAccessKey: 'profile-secret',
+    }));
+    const credentials = createCredentialProvider(
+      {
+        AWS_PROFILE: 'chat-proxy-dev',
+        AWS_ACCESS_KEY_ID: 'AKIAENV',
+        AWS_SECRET_ACCESS_KEY: 'env-secret',
+        AWS_CONTAINER_CREDENTIALS_FULL_URI: containerUri,
+      },
+      { loadSdkChain },
+    );
+
+    expect(await credentials()).toMatchObject({ accessKeyId: 'AKIAPROFILE' });
+    expect(loadSdkChain).toHaveBeenCalledTimes(1);
+    expect(requests).toEqual([]);
+  });
+
+  it('without AWS_PROFILE, never loads the SDK chain when the environment has the keys', async () => {
+    const loadSdkChain = vi.fn(async () => async () => ({ accessKeyId: 'AKIACHAIN', secretAccessKey: 'x' }));
+    const credentials = createCredentialProvider(
+      { AWS_ACCESS_KEY_ID: 'AKIAENV', AWS_SECRET_ACCESS_KEY: 'env-secret' },
+      { loadSdkChain },
+    );
+
+    expect((await credentials()).accessKeyId).toBe('AKIAENV');
+    expect(loadSdkChain).not.toHaveBeenCalled();
+  });
+
   it("falls back to the SDK's chain, e.g. a profile in the shared credentials file", async () => {
     const credentialsFile = join(scratch, 'credentials');
     writeFileSync(
@@ -151,6 +220,25 @@ describe('containerCredentialsUrl', () => {
       containerCredentialsUrl({ AWS_CONTAINER_CREDENTIALS_RELATIVE_URI: '/v2/credentials/abc' })?.href,
     ).toBe('http://169.254.170.2/v2/credentials/abc');
   });
+
+  it('keeps a protocol-relative URI on the ECS metadata address, as a path', () => {
+    const url = containerCredentialsUrl({ AWS_CONTAINER_CREDENTIALS_RELATIVE_URI: '//evil.example/x' });
+
+    expect(url?.hostname).toBe('169.254.170.2');
+    expect(url?.pathname).toBe('//evil.example/x');
+  });
+
+  it.each(['http://evil.example/x', 'https://evil.example/x', '@evil.example/x', 'v2/credentials'])(
+    'refuses a relative URI that would leave the ECS metadata address: %s',
+    (relative) => {
+      expect(() => containerCredentialsUrl({ AWS_CONTAINER_CREDENTIALS_RELATIVE_URI: relative })).toThrow(
+        /AWS_CONTAINER_CREDENTIALS_RELATIVE_URI/,
+      );
+      expect(() => containerCredentialsUrl({ AWS_CONTAINER_CREDENTIALS_RELATIVE_URI: relative })).toThrow(
+        CredentialsError,
+      );
+    },
+  );
 
   it('accepts a full URI over https anywhere, over http only to a local or metadata address', () => {
     const url = (uri: string) => () => containerCredentialsUrl({ AWS_CONTAINER_CREDENTIALS_FULL_URI: uri });

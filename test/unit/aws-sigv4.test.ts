@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { type SignableRequest, signRequest } from '../../functions/shared/aws-sigv4';
 
 // Cases of AWS's published Signature Version 4 test suite (aws-sig-v4-test-suite), with its
-// example credentials, region, service and date; the expected values are the suite's .authz files.
+// example credentials, region, service and date; the expected values are the suite's .authz files
+// unless a case says where its value comes from.
 const SUITE_CREDENTIALS = {
   accessKeyId: 'AKIDEXAMPLE',
   secretAccessKey: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY',
@@ -86,14 +87,70 @@ describe('signRequest', () => {
     expect(headers.host).toBe('127.0.0.1:4566');
   });
 
-  it('changes the signature with the region, the service and the body', () => {
-    const signature = (overrides: Partial<SignableRequest>) =>
-      signRequest(suiteRequest({ method: 'POST', ...overrides }), SUITE_CREDENTIALS, SUITE_DATE)
-        .authorization;
+  it('matches the "get-slash-dot-slash" case: dot segments are not signed', () => {
+    const headers = signRequest(
+      suiteRequest({ url: new URL('https://example.amazonaws.com/./') }),
+      SUITE_CREDENTIALS,
+      SUITE_DATE,
+    );
 
-    const base = signature({});
-    expect(signature({ region: 'eu-west-1' })).not.toBe(base);
-    expect(signature({ service: 'secretsmanager' })).not.toBe(base);
-    expect(signature({ body: '{}' })).not.toBe(base);
+    expect(headers.authorization).toBe(
+      `AWS4-HMAC-SHA256 ${SUITE_SCOPE}, SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31`,
+    );
+  });
+
+  it('matches the "get-header-value-trim" case: values trimmed, inner whitespace collapsed', () => {
+    const headers = signRequest(
+      suiteRequest({ headers: { 'My-Header1': ' value1', 'My-Header2': ' "a   b   c"' } }),
+      SUITE_CREDENTIALS,
+      SUITE_DATE,
+    );
+
+    expect(headers.authorization).toBe(
+      `AWS4-HMAC-SHA256 ${SUITE_SCOPE}, SignedHeaders=host;my-header1;my-header2;x-amz-date, Signature=acc3ed3afb60bb290fc8d2dd0098b9911fcaa05412b367055dee359757a9c736`,
+    );
+  });
+
+  // The suite's "get-utf8" (GET /ሴ) and "get-space" (GET /example space/) put the raw path on the
+  // request line and sign it encoded once (8318018e... and 65248758...). A URL always carries the
+  // path percent-encoded (/%E1%88%B4, /example%20space/), and every service but S3 signs the path
+  // on the wire encoded once more. The expected values are the AWS SDK's signer's for these paths
+  // (@smithy/signature-v4 5.7.5, applyChecksum off), which also gives the suite's values for the raw paths.
+  it.each([
+    ['get-utf8', '/ሴ', '697b34846207a3f72246f99d74ae1ee4fe54f44bb06730c58a0d339eb079596d'],
+    ['get-space', '/example space/', '446b817944c553435b35e813c261ff4e161fff982d1bacdef1c87f6785dd1662'],
+  ])('signs the "%s" case\'s path as it goes on the wire, encoded once more', (_, path, signature) => {
+    const headers = signRequest(
+      suiteRequest({ url: new URL(`https://example.amazonaws.com${path}`) }),
+      SUITE_CREDENTIALS,
+      SUITE_DATE,
+    );
+
+    expect(headers.authorization).toBe(
+      `AWS4-HMAC-SHA256 ${SUITE_SCOPE}, SignedHeaders=host;x-amz-date, Signature=${signature}`,
+    );
+  });
+
+  it("signs a GetSecretValue request as the AWS SDK's signer does: region, service, body and token", () => {
+    // Expected value computed with @smithy/signature-v4 5.7.5 (applyChecksum off) for the same request.
+    const headers = signRequest(
+      {
+        method: 'POST',
+        url: new URL('https://secretsmanager.eu-west-1.amazonaws.com/'),
+        headers: {
+          'content-type': 'application/x-amz-json-1.1',
+          'x-amz-target': 'secretsmanager.GetSecretValue',
+        },
+        body: '{"SecretId":"chat-proxy/openai"}',
+        region: 'eu-west-1',
+        service: 'secretsmanager',
+      },
+      { ...SUITE_CREDENTIALS, sessionToken: SUITE_SESSION_TOKEN },
+      SUITE_DATE,
+    );
+
+    expect(headers.authorization).toBe(
+      'AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/eu-west-1/secretsmanager/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target, Signature=bb2b7bbf900197a6087b692ea92c9fe9750e9064163b84dcc8d88f5b6dff4fff',
+    );
   });
 });

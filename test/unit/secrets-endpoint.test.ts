@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { secretsManagerEndpoint } from '../../functions/shared/secrets';
+import {
+  SecretsManagerEndpointError,
+  secretsManagerEndpoint,
+} from '../../functions/shared/secrets-manager-client';
 
 const ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:chat-proxy/openai-AbC123';
 
@@ -25,6 +28,7 @@ describe('secretsManagerEndpoint', () => {
 
   it('fails naming AWS_REGION when there is no region at all', () => {
     expect(() => secretsManagerEndpoint('chat-proxy/openai', {})).toThrow(/AWS_REGION/);
+    expect(() => secretsManagerEndpoint('chat-proxy/openai', {})).toThrow(SecretsManagerEndpointError);
   });
 
   it('uses the China partition domain in cn- regions', () => {
@@ -37,7 +41,62 @@ describe('secretsManagerEndpoint', () => {
     expect(endpoint(ARN, { AWS_USE_FIPS_ENDPOINT: 'true' }).url).toBe(
       'https://secretsmanager-fips.eu-west-1.amazonaws.com/',
     );
+    expect(endpoint('x', { AWS_REGION: 'us-gov-west-1', AWS_USE_FIPS_ENDPOINT: 'true' }).url).toBe(
+      'https://secretsmanager-fips.us-gov-west-1.amazonaws.com/',
+    );
   });
+
+  it('fails naming the variables for FIPS in a China region, which has no FIPS endpoint', () => {
+    const china = 'arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:x-AbC123';
+
+    expect(() => secretsManagerEndpoint(china, { AWS_USE_FIPS_ENDPOINT: 'true' })).toThrow(
+      SecretsManagerEndpointError,
+    );
+    expect(() => secretsManagerEndpoint(china, { AWS_USE_FIPS_ENDPOINT: 'true' })).toThrow(
+      /no FIPS endpoint in cn-north-1 .*AWS_USE_FIPS_ENDPOINT.*AWS_ENDPOINT_URL_SECRETS_MANAGER/,
+    );
+    expect(
+      endpoint(china, {
+        AWS_USE_FIPS_ENDPOINT: 'true',
+        AWS_ENDPOINT_URL_SECRETS_MANAGER: 'https://sm.internal',
+      }).url,
+    ).toBe('https://sm.internal/');
+  });
+
+  it.each(['us-iso-east-1', 'us-isob-east-1', 'us-isof-south-1', 'eu-isoe-west-1', 'eusc-de-east-1'])(
+    'fails naming AWS_ENDPOINT_URL_SECRETS_MANAGER in %s, whose endpoints it does not build',
+    (region) => {
+      expect(() => secretsManagerEndpoint('x', { AWS_REGION: region })).toThrow(SecretsManagerEndpointError);
+      expect(() => secretsManagerEndpoint('x', { AWS_REGION: region })).toThrow(
+        new RegExp(`region ${region} \\(from AWS_REGION\\): set AWS_ENDPOINT_URL_SECRETS_MANAGER`),
+      );
+      expect(
+        endpoint('x', { AWS_REGION: region, AWS_ENDPOINT_URL_SECRETS_MANAGER: 'https://sm.internal' }),
+      ).toEqual({ url: 'https://sm.internal/', region });
+    },
+  );
+
+  it('keeps the regional hosts with AWS_USE_DUALSTACK_ENDPOINT=true: they are dual-stack already', () => {
+    const dualStack = { AWS_USE_DUALSTACK_ENDPOINT: 'true' };
+
+    expect(endpoint(ARN, dualStack).url).toBe('https://secretsmanager.eu-west-1.amazonaws.com/');
+    expect(endpoint(ARN, { ...dualStack, AWS_USE_FIPS_ENDPOINT: 'true' }).url).toBe(
+      'https://secretsmanager-fips.eu-west-1.amazonaws.com/',
+    );
+    expect(endpoint('x', { ...dualStack, AWS_REGION: 'cn-northwest-1' }).url).toBe(
+      'https://secretsmanager.cn-northwest-1.amazonaws.com.cn/',
+    );
+  });
+
+  it.each(['AWS_USE_FIPS_ENDPOINT', 'AWS_USE_DUALSTACK_ENDPOINT', 'AWS_IGNORE_CONFIGURED_ENDPOINT_URLS'])(
+    'fails naming %s when it is neither true nor false',
+    (name) => {
+      expect(() => secretsManagerEndpoint(ARN, { [name]: 'yes' })).toThrow(
+        new RegExp(`^${name} must be true or false$`),
+      );
+      expect(endpoint(ARN, { [name]: 'false' }).url).toBe('https://secretsmanager.eu-west-1.amazonaws.com/');
+    },
+  );
 
   it('goes to AWS_ENDPOINT_URL_SECRETS_MANAGER, else AWS_ENDPOINT_URL, still signing for the region', () => {
     expect(
@@ -63,6 +122,8 @@ describe('secretsManagerEndpoint', () => {
     expect(() => secretsManagerEndpoint(ARN, { AWS_ENDPOINT_URL: 'localhost:4566' })).toThrow(
       /AWS_ENDPOINT_URL/,
     );
-    expect(() => secretsManagerEndpoint(ARN, { AWS_ENDPOINT_URL: 'not a url' })).toThrow(/AWS_ENDPOINT_URL/);
+    expect(() => secretsManagerEndpoint(ARN, { AWS_ENDPOINT_URL: 'not a url' })).toThrow(
+      SecretsManagerEndpointError,
+    );
   });
 });
