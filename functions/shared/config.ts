@@ -92,15 +92,17 @@ export function loadRedisConfig(env: Env = process.env): RedisConfig {
 
 export interface OpenAiConfig {
   readonly apiKey: { value: string } | { secretArn: string };
-  /** Any OpenAI-compatible endpoint; the SDK's default when unset. */
+  /** Any OpenAI-compatible endpoint; unset, OpenAI's own (the default lives in `openai.ts`). */
   readonly baseURL: string | undefined;
   readonly model: string;
   readonly moderationModel: string;
   readonly temperature: number | undefined;
   readonly maxTokens: number | undefined;
   /**
-   * Per upstream attempt. Buffered replies must finish under API Gateway's 29 s integration
-   * timeout, hence 25 s and no retry by default.
+   * A buffered call's one deadline, over all its attempts and the waits between them, up to the last
+   * byte of the answer. A streamed reply has the same deadline until OpenAI answers with its status;
+   * after that it is the longest silence allowed between chunks. Buffered replies must finish under
+   * API Gateway's 29 s integration timeout, hence 25 s and no retry by default.
    */
   readonly timeoutMs: number;
   readonly maxRetries: number;

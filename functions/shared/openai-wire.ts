@@ -6,6 +6,7 @@ import {
   type IncomingMessage,
 } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import type { Socket } from 'node:net';
 import { ConfigError } from './config';
 
 /**
@@ -20,6 +21,19 @@ export interface KeyHeaders {
   readonly json: readonly string[];
   readonly stream: readonly string[];
 }
+
+/**
+ * The keep-alive agent's options. `timeout` is how long a kept-alive socket may sit idle before the
+ * agent closes it. Without one node keeps idle sockets forever and ignores a server's
+ * `Keep-Alive: timeout=N` hint (the hint can only lower the agent's timeout, to N - 1 s), so the first
+ * call after a quiet spell goes out on a socket the server has already closed. 4 s rather than the
+ * 5 s of node's global agent: 5 s is the idle limit of node's own server and of uvicorn (which vLLM,
+ * LiteLLM and many other OpenAI-compatible servers run on), and uvicorn does not announce it, so 5 s
+ * would race it. Node also sets `timeout` on a socket in use, where it only emits a 'timeout' event
+ * that nothing here listens to: a call's own limits are the exchange's timer. `lifo` (node's default,
+ * spelled out) hands out the most recently used socket, the one least likely to have been closed.
+ */
+const AGENT_OPTIONS = { keepAlive: true, timeout: 4_000, scheduling: 'lifo' } as const;
 
 /** Where requests go: the base URL, parsed once, and the container's keep-alive agent. */
 export class OpenAiEndpoint {
@@ -48,7 +62,7 @@ export class OpenAiEndpoint {
     this.port = url.port === '' ? (secure ? 443 : 80) : Number(url.port);
     this.host = url.host;
     this.prefix = url.pathname.replace(/\/+$/, '');
-    this.agent = secure ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
+    this.agent = secure ? new HttpsAgent(AGENT_OPTIONS) : new HttpAgent(AGENT_OPTIONS);
     this.send = secure ? httpsRequest : httpRequest;
   }
 
@@ -102,6 +116,11 @@ export class Exchange {
   /** `performance.now()` after which no new attempt starts. */
   readonly deadline: number;
   private request: ClientRequest | undefined;
+  /** When the attempt in flight was sent (`performance.now()`). */
+  private sentAt = 0;
+  /** The socket of the attempt in flight, and how many bytes it had read before that attempt. */
+  private socket: Socket | undefined;
+  private bytesReadBefore = 0;
   private readonly timer: NodeJS.Timeout;
   private wake: ((resumed: boolean) => void) | undefined;
   private pauseTimer: NodeJS.Timeout | undefined;
@@ -122,9 +141,23 @@ export class Exchange {
     return this.timedOut || this.aborted;
   }
 
-  /** Whether the attempt in flight went out on a kept-alive socket (which the server may have closed). */
-  get reusedSocket(): boolean {
-    return this.request?.reusedSocket === true;
+  /**
+   * Whether the attempt that just failed with `error` died on a kept-alive socket the server had
+   * closed while it sat idle, so the server cannot have seen the request and sending it again
+   * cannot make OpenAI do (and bill) the work twice. All of these must hold: the attempt went out
+   * on a reused socket; it failed with ECONNRESET or EPIPE (node's "socket hang up" included);
+   * not one byte of an answer came back on that socket; and it failed within
+   * `STALE_SOCKET_WINDOW_MS` of being sent (a closed socket fails within a round trip, whereas a
+   * server that took the request and dropped the connection while working on it fails later).
+   */
+  diedOnStaleSocket(error: unknown): boolean {
+    return (
+      this.request?.reusedSocket === true &&
+      isStaleSocketError(error) &&
+      this.socket !== undefined &&
+      this.socket.bytesRead === this.bytesReadBefore &&
+      performance.now() - this.sentAt < STALE_SOCKET_WINDOW_MS
+    );
   }
 
   /** Sends one attempt; settles with the response once its status and headers are in. */
@@ -132,9 +165,15 @@ export class Exchange {
     return new Promise((resolve, reject) => {
       const request = this.endpoint.post(this.path, headers, this.body.length);
       this.request = request;
+      this.socket = undefined;
+      request.once('socket', (socket: Socket) => {
+        this.socket = socket;
+        this.bytesReadBefore = socket.bytesRead;
+      });
       request.on('response', resolve);
       // Stays attached for the whole exchange: a late socket error must not go unhandled.
       request.on('error', reject);
+      this.sentAt = performance.now();
       request.end(this.body);
     });
   }
@@ -180,11 +219,36 @@ export class Exchange {
     this.finish();
     this.request?.destroy();
   }
+
+  /**
+   * Ends the exchange once everything wanted of `response` has been read, though the body may
+   * not have ended (say its last chunk is still on its way after `[DONE]`): the rest is let run
+   * out unread, so its connection goes back to the agent, and is dropped if it has not ended within
+   * `REST_OF_BODY_MS`. Nothing waits for it.
+   */
+  release(response: IncomingMessage): void {
+    this.finish();
+    if (response.readableEnded) return;
+    const timer = setTimeout(cancelExchange, REST_OF_BODY_MS, this);
+    timer.unref();
+    response.once('close', () => clearTimeout(timer));
+    response.resume();
+  }
 }
+
+/** How soon after it was sent an attempt on a reused socket must fail to count as a stale socket. */
+const STALE_SOCKET_WINDOW_MS = 1_000;
+
+/** How long the unread rest of a body may take to end before its connection is dropped. */
+const REST_OF_BODY_MS = 1_000;
 
 function expire(exchange: Exchange): void {
   exchange.timedOut = true;
   exchange.interrupt();
+}
+
+function cancelExchange(exchange: Exchange): void {
+  exchange.cancel();
 }
 
 /** A body that ended before it was complete (the connection was cut or destroyed). */
@@ -226,32 +290,32 @@ export function shouldRetry(status: number, headers: IncomingHttpHeaders): boole
   return status === 408 || status === 409 || status === 429 || status >= 500;
 }
 
-/** The longest wait an upstream may ask for; a longer one gets the default backoff instead. */
+/** An asked-for wait must be shorter than this; a longer one gets the default backoff instead. */
 const MAX_ASKED_WAIT_MS = 60_000;
 
 /**
- * The wait before retry number `retry` (0 for the first): what the answer asked for in
- * `retry-after-ms` or `retry-after` (seconds or an HTTP date), when that is at most a minute;
- * otherwise 0.5 s doubled per retry, at most 8 s, less up to a quarter of jitter.
+ * The wait before retry number `retry` (0 for the first), as the `openai` SDK reckons it: what the
+ * answer asked for, when that is more than 0 and less than a minute; otherwise 0.5 s doubled per
+ * retry, at most 8 s, less up to a quarter of jitter. The ask is `retry-after-ms`, unless that is
+ * missing, unreadable or 0, then `retry-after` (seconds or an HTTP date).
  */
 export function retryDelayMs(retry: number, headers?: IncomingHttpHeaders): number {
   const asked = askedWaitMs(headers);
-  if (asked !== undefined && asked >= 0 && asked <= MAX_ASKED_WAIT_MS) return asked;
+  if (asked > 0 && asked < MAX_ASKED_WAIT_MS) return asked;
   return Math.min(500 * 2 ** retry, 8000) * (1 - Math.random() * 0.25);
 }
 
-function askedWaitMs(headers: IncomingHttpHeaders | undefined): number | undefined {
+/** The wait the answer asks for; NaN when it asks for none or none that can be read. */
+function askedWaitMs(headers: IncomingHttpHeaders | undefined): number {
   const ms = headers?.['retry-after-ms'];
   if (typeof ms === 'string') {
     const value = Number.parseFloat(ms);
-    if (!Number.isNaN(value)) return value;
+    if (value) return value;
   }
   const after = headers?.['retry-after'];
-  if (after === undefined) return undefined;
+  if (!after) return Number.NaN;
   const seconds = Number.parseFloat(after);
-  if (!Number.isNaN(seconds)) return seconds * 1000;
-  const date = Date.parse(after);
-  return Number.isNaN(date) ? undefined : date - Date.now();
+  return Number.isNaN(seconds) ? Date.parse(after) - Date.now() : seconds * 1000;
 }
 
 /** OpenAI's own reason in an error body (`{"error":{"message"}}`), if it gave one. */

@@ -12,7 +12,6 @@ import {
   Exchange,
   errorMessageOf,
   IncompleteBodyError,
-  isStaleSocketError,
   type KeyHeaders,
   OpenAiEndpoint,
   readText,
@@ -105,21 +104,57 @@ export type StreamEvent =
   | { readonly type: 'delta'; readonly content: string }
   | { readonly type: 'end'; readonly tokens: TokenUsage; readonly replyTokens?: number };
 
+/** A character node refuses in a header value (its own check), such as a control character. */
+const NOT_IN_HEADER = /[^\t\x20-\x7e\x80-\xff]/;
+
+/**
+ * The headers of `key` without surrounding whitespace (a secret stored with a trailing newline);
+ * undefined when what is left is empty or holds a character no header can carry.
+ */
+function headersOf(key: string): KeyHeaders | undefined {
+  const trimmed = key.trim();
+  return trimmed === '' || NOT_IN_HEADER.test(trimmed) ? undefined : endpoint.headersFor(trimmed);
+}
+
 /** The headers of a key given in the environment; a secret-held key's are built when read. */
-const fixedHeaders =
-  'value' in openAiConfig.apiKey ? endpoint.headersFor(openAiConfig.apiKey.value) : undefined;
+const fixedHeaders = 'value' in openAiConfig.apiKey ? headersOf(openAiConfig.apiKey.value) : undefined;
+/** The secret's value as last read, and its headers. */
+let secretValue: string | undefined;
 let secretHeaders: KeyHeaders | undefined;
 
 /**
  * The headers of the current key. A secret-held key is read through the secrets cache; with
  * `forceRefresh` (after a 401) it is read again, so a rotated key is picked up without a redeploy.
+ * A key that cannot be sent is `upstream_auth_failed` (a secret-held one after one more read, in
+ * case it has been fixed), with a message that never holds the key.
  */
 async function keyHeaders(forceRefresh: boolean): Promise<KeyHeaders> {
   const { apiKey } = openAiConfig;
-  if ('value' in apiKey) return fixedHeaders as KeyHeaders;
-  const key = await getSecretString(apiKey.secretArn, { forceRefresh });
-  if (secretHeaders?.key !== key) secretHeaders = endpoint.headersFor(key);
+  if ('value' in apiKey) {
+    if (fixedHeaders === undefined) throw unusableKey();
+    return fixedHeaders;
+  }
+  let headers = secretKeyHeaders(await getSecretString(apiKey.secretArn, { forceRefresh }));
+  if (headers === undefined && !forceRefresh) {
+    headers = secretKeyHeaders(await getSecretString(apiKey.secretArn, { forceRefresh: true }));
+  }
+  if (headers === undefined) throw unusableKey();
+  return headers;
+}
+
+function secretKeyHeaders(value: string): KeyHeaders | undefined {
+  if (value !== secretValue) {
+    secretValue = value;
+    secretHeaders = headersOf(value);
+  }
   return secretHeaders;
+}
+
+function unusableKey(): UpstreamError {
+  return new UpstreamError(
+    'upstream_auth_failed',
+    'The configured OpenAI API key is empty or holds characters an HTTP header cannot carry',
+  );
 }
 
 const COMMA = Buffer.from(',');
@@ -155,12 +190,14 @@ function completionBody(messages: readonly PromptMessage[], options: ModelOption
  * Sends the exchange's request until OpenAI answers 2xx, and returns that response. Retries (up to
  * OPENAI_MAX_RETRIES) what the `openai` SDK retried: connection failures, 408, 409, 429 and 5xx
  * (or as `x-should-retry` says), waiting as the answer asks or backing off, never past the
- * deadline. A 401 with a secret-held key reads the secret again and tries once more; a request
- * that died on a kept-alive socket the server had closed is sent again on a new one.
+ * deadline. A 401 with a secret-held key reads the secret again and tries once more. A request
+ * that died on a kept-alive socket the server had closed (so the server never saw it; see
+ * `Exchange.diedOnStaleSocket`) is sent again at once, once per call, outside OPENAI_MAX_RETRIES.
  */
 async function open(exchange: Exchange, stream: boolean): Promise<IncomingMessage> {
   let headers = fixedHeaders ?? (await keyHeaders(false));
   let refreshed = false;
+  let resent = false;
   let retries = 0;
   for (;;) {
     if (exchange.stopped) throw new Error('The OpenAI call stopped before it was sent');
@@ -169,7 +206,10 @@ async function open(exchange: Exchange, stream: boolean): Promise<IncomingMessag
       response = await exchange.send(stream ? headers.stream : headers.json);
     } catch (error) {
       if (exchange.stopped) throw error;
-      if (exchange.reusedSocket && isStaleSocketError(error)) continue;
+      if (!resent && exchange.diedOnStaleSocket(error)) {
+        resent = true;
+        continue;
+      }
       if (retries < openAiConfig.maxRetries && (await exchange.pause(retryDelayMs(retries++)))) continue;
       throw new UpstreamError('upstream_unreachable', 'OpenAI could not be reached', { cause: error });
     }
@@ -299,17 +339,31 @@ function tokensOf(usage: Partial<TokenUsage> | null | undefined): TokenUsage {
 }
 
 /**
+ * A streamed reply: its events, in order, from an iterator that holds the upstream request from
+ * the moment it is returned. Leaving it before its end in any way (`return()`, `throw()`,
+ * `cancel()`, or a `for await` left early) drops the upstream request at once, even before the
+ * first `next()`.
+ */
+export interface ReplyStream extends AsyncIterableIterator<StreamEvent> {
+  [Symbol.asyncIterator](): ReplyStream;
+  return(value?: unknown): Promise<IteratorResult<StreamEvent>>;
+  throw(error?: unknown): Promise<IteratorResult<StreamEvent>>;
+  /** Drops the upstream request unless the reply has been read to its end; safe to call at any time. */
+  cancel(): void;
+}
+
+/**
  * Starts a streamed completion. The promise settles once OpenAI has answered with its status, so
  * every upstream refusal (429, 5xx, bad key) is thrown before the caller writes a byte; the
- * returned iterator then yields the reply as it is written. `signal` aborts the upstream request
- * (the client went away), after which the iterator throws `signal.reason`. No progress for
- * OPENAI_TIMEOUT_MS is a timeout.
+ * returned stream then yields the reply as it is written, and must be read to its end or
+ * cancelled. `signal` aborts the upstream request (the client went away), after which the stream
+ * throws `signal.reason`. No progress for OPENAI_TIMEOUT_MS is a timeout.
  */
 export async function streamCompletion(
   messages: readonly PromptMessage[],
   signal: AbortSignal,
   model: ModelOptions = {},
-): Promise<AsyncGenerator<StreamEvent>> {
+): Promise<ReplyStream> {
   signal.throwIfAborted();
   const started = performance.now();
   const body = completionBody(messages, model, true);
@@ -324,7 +378,66 @@ export async function streamCompletion(
   }
   exchange.progressed();
   response.setEncoding('utf8');
-  return replyEvents(exchange, response, signal, started);
+  return new Reply(exchange, response, signal, started);
+}
+
+/**
+ * The `ReplyStream` of one exchange: the events come from `replyEvents`, and the exchange is ended
+ * exactly once, by whichever comes first: the generator stopping (read to the end, failed, or
+ * left) or the caller leaving, which may come before the generator has even started (and so
+ * could not run its `finally`).
+ */
+class Reply implements ReplyStream {
+  /** The caller left the stream before its end. */
+  cancelled = false;
+  private readonly events: AsyncGenerator<StreamEvent, void>;
+  private ended = false;
+
+  constructor(
+    private readonly exchange: Exchange,
+    private readonly response: IncomingMessage,
+    signal: AbortSignal,
+    private readonly started: number,
+  ) {
+    this.events = replyEvents(this, exchange, response, signal);
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<StreamEvent>> {
+    return this.events.next();
+  }
+
+  return(): Promise<IteratorResult<StreamEvent>> {
+    this.cancelled = true;
+    this.end(false);
+    return this.events.return();
+  }
+
+  /** Leaves the stream as `return()` does, then rejects with the caller's `error`, as it is. */
+  async throw(error?: unknown): Promise<IteratorResult<StreamEvent>> {
+    await this.return();
+    throw error;
+  }
+
+  cancel(): void {
+    this.return().catch(() => undefined);
+  }
+
+  /**
+   * Ends the exchange, once. When the reply has been read to its end (`read`), or its body has all
+   * arrived, the rest of the body is let run out so the connection can be used again; otherwise
+   * the upstream request is dropped.
+   */
+  end(read: boolean): void {
+    if (this.ended) return;
+    this.ended = true;
+    if (read || this.response.complete) this.exchange.release(this.response);
+    else this.exchange.cancel();
+    annotate({ upstream_latency_ms: Math.round(performance.now() - this.started) });
+  }
 }
 
 interface CompletionChunk {
@@ -336,28 +449,31 @@ interface CompletionChunk {
   readonly usage?: UpstreamUsage | null;
 }
 
+/**
+ * The events of a streamed reply, read until `[DONE]` or the end of the body. Reading stops at
+ * `[DONE]`: a compatible server that leaves the response open after it still gives a complete reply
+ * (the rest of the body is left to `Reply.end`).
+ */
 async function* replyEvents(
+  reply: Reply,
   exchange: Exchange,
   response: IncomingMessage,
   signal: AbortSignal,
-  started: number,
-): AsyncGenerator<StreamEvent> {
+): AsyncGenerator<StreamEvent, void> {
   const decoder = new SseDecoder();
   const events: string[] = [];
   let usage: UpstreamUsage | null | undefined;
   let finished = false;
-  let done = false;
+  let read = false;
   try {
-    for await (const text of response) {
+    // Leaving this loop must not destroy the response: after [DONE] its connection may be reused.
+    reading: for await (const text of response.iterator({ destroyOnReturn: false })) {
       exchange.progressed();
       decoder.push(text as string, events);
-      for (let i = 0; i < events.length && !done; i += 1) {
+      for (let i = 0; i < events.length; i += 1) {
         const data = events[i] as string;
         if (data === '') continue;
-        if (data.startsWith('[DONE]')) {
-          done = true;
-          break;
-        }
+        if (data.startsWith('[DONE]')) break reading;
         const chunk = parseChunk(data);
         const choice = chunk.choices?.[0];
         const content = choice?.delta?.content;
@@ -367,7 +483,10 @@ async function* replyEvents(
       }
       events.length = 0;
     }
+    read = true;
   } catch (error) {
+    // The caller left while a read was pending: that read just ends.
+    if (reply.cancelled) return;
     if (signal.aborted) throw signal.reason;
     if (error instanceof ChatProxyError || exchange.timedOut) throw failure(error, exchange);
     // The connection was cut mid-reply.
@@ -375,10 +494,7 @@ async function* replyEvents(
       cause: error,
     });
   } finally {
-    // Stopped early (an error, or the caller left the loop): the rest of the reply is not wanted.
-    if (response.complete) exchange.finish();
-    else exchange.cancel();
-    annotate({ upstream_latency_ms: Math.round(performance.now() - started) });
+    reply.end(read);
   }
   if (signal.aborted) throw signal.reason;
   if (exchange.timedOut) throw new UpstreamTimeoutError();
@@ -412,6 +528,8 @@ export async function moderate(input: string): Promise<ModerationResult> {
   const answer = await post('/moderations', Buffer.from(body));
   if (answer === null || typeof answer !== 'object')
     throw invalidResponse('OpenAI answered without a result');
-  const { id, model, results } = answer as ModerationResult;
+  const { id, model, results } = answer as Partial<ModerationResult>;
+  if (typeof id !== 'string' || typeof model !== 'string' || !Array.isArray(results))
+    throw invalidResponse('OpenAI answered without a result');
   return { id, model, results };
 }

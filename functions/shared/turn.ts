@@ -18,7 +18,14 @@ import {
 } from './config';
 import { ChatBusyError, TurnNotStoredError, ValidationError } from './errors';
 import { annotate, annotateContent } from './observability';
-import { complete, type ModelOptions, type PromptMessage, streamCompletion, type TokenUsage } from './openai';
+import {
+  complete,
+  type ModelOptions,
+  type PromptMessage,
+  type ReplyStream,
+  streamCompletion,
+  type TokenUsage,
+} from './openai';
 import type { EventSink } from './streaming-route';
 import {
   MESSAGE_OVERHEAD_TOKENS,
@@ -260,9 +267,10 @@ export async function streamTurn(
   }, leaseMs / 3);
   let keepAlive: NodeJS.Timeout | undefined;
   let stored = false;
+  let upstream: ReplyStream | undefined;
   try {
     const signal = AbortSignal.any([options.signal, leaseLost.signal]);
-    const upstream = await streamCompletion(
+    upstream = await streamCompletion(
       composePrompt(lease.context, user),
       signal,
       modelOptions(lease.context),
@@ -301,6 +309,8 @@ export async function streamTurn(
     }
     throw error;
   } finally {
+    // A no-op once the reply was read to its end; otherwise (say `open()` threw) drops the upstream.
+    upstream?.cancel();
     clearInterval(renewal);
     clearTimeout(keepAlive);
     if (!stored) await release(chat, lease);

@@ -96,15 +96,28 @@ describe('retryDelayMs', () => {
     }
   });
 
-  it('backs off instead of waiting more than a minute, or a negative time, or an unreadable one', () => {
-    for (const headers of [{ 'retry-after': '61' }, { 'retry-after-ms': '-5' }, { 'retry-after': 'soon' }]) {
-      expect(retryDelayMs(0, headers)).toBeLessThanOrEqual(500);
-      expect(retryDelayMs(0, headers)).toBeGreaterThanOrEqual(375);
+  it('backs off, as the SDK does, instead of waiting a minute or more, no time, a negative or an unreadable one', () => {
+    for (const headers of [
+      { 'retry-after': '60' },
+      { 'retry-after': '61' },
+      { 'retry-after': '0' },
+      { 'retry-after-ms': '0' },
+      { 'retry-after-ms': '-5' },
+      { 'retry-after-ms': '-5', 'retry-after': '2' },
+      { 'retry-after': 'soon' },
+    ]) {
+      const delay = retryDelayMs(0, headers);
+      expect(delay, JSON.stringify(headers)).toBeLessThanOrEqual(500);
+      expect(delay, JSON.stringify(headers)).toBeGreaterThanOrEqual(375);
     }
   });
 
-  it('waits a full minute when asked to', () => {
-    expect(retryDelayMs(0, { 'retry-after': '60' })).toBe(60_000);
+  it('waits what is asked when it is just under a minute', () => {
+    expect(retryDelayMs(0, { 'retry-after': '59.5' })).toBe(59_500);
+  });
+
+  it('reads retry-after when retry-after-ms asks for no wait, as the SDK does', () => {
+    expect(retryDelayMs(0, { 'retry-after-ms': '0', 'retry-after': '2' })).toBe(2000);
   });
 });
 
