@@ -570,14 +570,13 @@ export class RedisChatRepository implements ChatRepository {
     const token = randomUUID();
     const k = keys.chat(chat);
     return this.run(async (redis) => {
-      // One round trip: the tenant's prompt, the lease with the chat's small values (a script),
-      // and the newest messages, which hold their token counts (another node of a cluster may
-      // hold the tenant's keys). The messages are read outside the script, which would copy each
-      // twice, costing Redis more than the read itself. That needs no transaction: the lease
-      // comes first, and while it is ours no other turn appends; a clear or delete landing in
-      // between moves the generation on or drops the lease, so the commit refuses this turn
-      // whatever it read.
-      // On a single node the lease script reads the tenant's prompt too.
+      // One round trip: the lease with the chat's small values (a script, which on a single node
+      // reads the tenant's prompt too; on a cluster another node may hold it, so a GET goes
+      // beside it), and the newest messages, which hold their token counts. The messages are read
+      // outside the script, which would copy each twice, costing Redis more than the read itself.
+      // That needs no transaction: the lease comes first, and while it is ours no other turn
+      // appends; a clear or delete landing in between moves the generation on or drops the
+      // lease, so the commit refuses this turn whatever it read.
       const oneNode = !(redis instanceof Cluster);
       const tenantPrompt = keys.tenant(chat.tenant).system;
       const [lease, rawMessages, clusterPrompt] = await Promise.all(
