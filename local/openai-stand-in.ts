@@ -6,7 +6,7 @@ import { countTokens as countO200k, tokenizerReady } from '../functions/shared/t
 /**
  * A small OpenAI-compatible HTTP server with a deterministic built-in model. `npm run dev` uses it
  * when no OPENAI_API_KEY is set (offline mode), and the tests build their fake OpenAI on it, so the
- * handlers always talk to OpenAI over real HTTP through the real SDK.
+ * handlers always talk to OpenAI over real HTTP through their real client (functions/shared/openai.ts).
  */
 
 /** A request as the stand-in received it. */
@@ -44,7 +44,7 @@ export interface StandInOptions {
 }
 
 export interface RunningStandIn {
-  /** Base URL to give the OpenAI SDK (`.../v1`). */
+  /** Base URL to give an OpenAI client, `OPENAI_BASE_URL` (`.../v1`). */
   readonly baseURL: string;
   readonly server: Server;
   close(): Promise<void>;
