@@ -158,10 +158,13 @@ export interface ChatRepository {
   /** One page of messages, oldest first; reads O(page) whatever the chat's length. */
   getMessages(chat: ChatRef, page: PageRequest): Promise<MessagePage>;
   /**
-   * Takes the chat's turn lease, if free, and reads what the turn needs, in one round trip. The
-   * request is written before this returns, so the caller can work while Redis answers.
+   * Takes the chat's turn lease, if free, and reads what the turn needs. With `readAhead`, in one
+   * round trip: the newest messages are read beside the lease, and read again under it in the rare
+   * case the two did not meet (a script re-sent after NOSCRIPT). Without it (a caller polling a
+   * busy chat), the messages are read only once the lease is held. The request is written before
+   * this returns, so the caller can work while Redis answers.
    */
-  beginTurn(chat: ChatRef, leaseMs: number): Promise<BeginTurnResult>;
+  beginTurn(chat: ChatRef, leaseMs: number, options?: { readAhead?: boolean }): Promise<BeginTurnResult>;
   /** The `count` pairs stored before the newest `skip` pairs, in one round trip. */
   readOlderPairs(chat: ChatRef, skip: number, count: number): Promise<HistoryTail>;
   /**
@@ -353,28 +356,43 @@ interface PromptMessage {
  * every quote is escaped, and the content comes before it). Anything else is parsed and re-encoded.
  * A message stored without a count counts as many tokens as it has bytes, never fewer than it has.
  */
-function promptMessage(raw: Buffer): PromptMessage {
+function promptMessage(raw: Buffer, role: ChatMessage['role']): PromptMessage {
   // {"id":  then digits
-  let role = raw[0] === 0x7b && raw[1] === 0x22 && raw[2] === 0x69 && raw[3] === 0x64 ? 6 : raw.length;
-  while (role < raw.length && raw[role] !== 0x2c) role += 1;
+  let start = raw[0] === 0x7b && raw[1] === 0x22 && raw[2] === 0x69 && raw[3] === 0x64 ? 6 : raw.length;
+  while (start < raw.length && raw[start] !== 0x2c) start += 1;
   let end = raw.length - CREATED_AT_FIELD.length;
-  while (end > role && !(raw[end] === 0x2c && fieldAt(raw, end, CREATED_AT_FIELD))) end -= 1;
-  if (role < end && fieldAt(raw, role, ROLE_FIELD)) {
+  while (end > start && !(raw[end] === 0x2c && fieldAt(raw, end, CREATED_AT_FIELD))) end -= 1;
+  if (start < end && fieldAt(raw, start, ROLE_FIELD)) {
     const [, afterCreatedAt] = digitsAt(raw, end + CREATED_AT_FIELD.length);
     const [count, afterCount] = fieldAt(raw, afterCreatedAt, TOKENS_FIELD)
       ? digitsAt(raw, afterCreatedAt + TOKENS_FIELD.length)
       : [Number.NaN, -1];
     // In place: the commas before "role" and "created_at" become the braces. The buffer is this
     // reply's own bytes, read for this turn only.
-    raw[role] = 0x7b; // {
+    raw[start] = 0x7b; // {
     raw[end] = 0x7d; // }
-    const json = raw.subarray(role, end + 1);
+    const json = raw.subarray(start, end + 1);
     const counted = afterCount === raw.length - 1 && raw[afterCount] === 0x7d;
     return { json, tokens: counted ? count : json.length };
   }
-  const { role: storedRole, content, tokens } = decodeMessage(raw.toString()) as Partial<StoredMessage>;
-  const json = Buffer.from(JSON.stringify({ role: storedRole, content }));
-  return { json, tokens: typeof tokens === 'number' ? tokens : json.length };
+  let stored: Partial<StoredMessage> = {};
+  try {
+    stored = decodeMessage(raw.toString());
+  } catch {
+    // Not JSON (never written by us): sent as an empty message of its place's role, so the pair
+    // stays whole and the chat stays usable.
+  }
+  const content = typeof stored.content === 'string' || Array.isArray(stored.content) ? stored.content : '';
+  const json = Buffer.from(JSON.stringify({ role: stored.role ?? role, content }));
+  return { json, tokens: typeof stored.tokens === 'number' ? stored.tokens : json.length };
+}
+
+/** The id in front of a stored message (`{"id":N,`), or undefined for another shape. */
+function storedId(raw: Buffer | undefined): number | undefined {
+  if (raw === undefined || !(raw[0] === 0x7b && raw[1] === 0x22 && raw[2] === 0x69 && raw[3] === 0x64))
+    return undefined;
+  const [id, after] = digitsAt(raw, 6);
+  return after > 6 && raw[after] === 0x2c ? id : undefined;
 }
 
 /** Pairs a turn reads with the lease: most windows fit, and a longer one reads on. */
@@ -391,12 +409,32 @@ function historyTail(raw: Buffer[], olderPairs: number): HistoryTail {
   const messages: Buffer[] = [];
   const pairTokens: number[] = [];
   for (let i = first; i < raw.length; i += 2) {
-    const user = promptMessage(raw[i] as Buffer);
-    const reply = promptMessage(raw[i + 1] as Buffer);
+    const user = promptMessage(raw[i] as Buffer, 'user');
+    const reply = promptMessage(raw[i + 1] as Buffer, 'assistant');
     messages.push(user.json, reply.json);
     pairTokens.push(user.tokens + reply.tokens);
   }
   return { messages, pairTokens: pairTokens.reverse(), olderPairs };
+}
+
+/** Pairs stored before the newest `read` of `count` messages. */
+function olderPairsThan(count: number, read: number): number {
+  return Math.max(Math.floor(count / 2) - Math.floor(read / 2), 0);
+}
+
+/**
+ * Whether messages read beside the lease are the chat's newest as the lease found them: as many
+ * as there were (up to the read's size), the last one the latest written (the id before `nextId`).
+ * A newest message of another shape (stored before messages had ids) cannot tell, so it is read
+ * again.
+ */
+function readMatches(read: readonly Buffer[], count: number, nextId: number): boolean {
+  if (read.length !== Math.min(count, 2 * TURN_READ_PAIRS)) return false;
+  return read.length === 0 || storedId(read.at(-1)) === nextId - 1;
+}
+
+function isCrossSlot(error: unknown): boolean {
+  return error instanceof Error && error.message.startsWith('CROSSSLOT');
 }
 
 /** JSON of a message without its id: the commit script puts the id in front. */
@@ -476,12 +514,22 @@ export interface RepositoryOptions {
 
 export class RedisChatRepository implements ChatRepository {
   private readonly defaultTtlSeconds: number;
+  /** Set once a script spanning the tenant's and a chat's slots was refused (CROSSSLOT). */
+  private crossSlotRefused = false;
 
   constructor(
     private readonly options: RepositoryOptions,
     private readonly run: <T>(operation: (redis: RedisClient) => Promise<T>) => Promise<T> = withRedis,
   ) {
     this.defaultTtlSeconds = Math.ceil((options.ttlDays ?? 0) * 86_400);
+  }
+
+  /**
+   * Whether the tenant's keys and a chat's can be used in one script: on a single node, unless
+   * that node is in cluster mode (Redis then refuses scripts across slots even on one shard).
+   */
+  private oneNode(redis: RedisClient): boolean {
+    return !(redis instanceof Cluster) && !this.crossSlotRefused;
   }
 
   getGlobalSystemPrompt(tenant: string): Promise<string | null> {
@@ -566,9 +614,14 @@ export class RedisChatRepository implements ChatRepository {
     };
   }
 
-  beginTurn(chat: ChatRef, leaseMs: number): Promise<BeginTurnResult> {
+  async beginTurn(
+    chat: ChatRef,
+    leaseMs: number,
+    options: { readAhead?: boolean } = {},
+  ): Promise<BeginTurnResult> {
     const token = randomUUID();
-    const k = keys.chat(chat);
+    const readAhead = options.readAhead ?? true;
+    const tenantPrompt = keys.tenant(chat.tenant).system;
     return this.run(async (redis) => {
       // One round trip: the lease with the chat's small values (a script, which on a single node
       // reads the tenant's prompt too; on a cluster another node may hold it, so a GET goes
@@ -576,46 +629,72 @@ export class RedisChatRepository implements ChatRepository {
       // outside the script, which would copy each twice, costing Redis more than the read itself.
       // That needs no transaction: the lease comes first, and while it is ours no other turn
       // appends; a clear or delete landing in between moves the generation on or drops the
-      // lease, so the commit refuses this turn whatever it read.
-      const oneNode = !(redis instanceof Cluster);
-      const tenantPrompt = keys.tenant(chat.tenant).system;
-      const [lease, rawMessages, clusterPrompt] = await Promise.all(
+      // lease, so the commit refuses this turn whatever it read. Should the read not land right
+      // after the lease (ioredis re-sends a script after NOSCRIPT), the check below reads again.
+      const oneNode = this.oneNode(redis);
+      const [lease, messages, clusterPrompt] = await Promise.allSettled(
         together(redis, (client) => [
           oneNode
             ? client.beginTurnOnOneNode(...chatKeys(chat), tenantPrompt, token, leaseMs)
             : client.beginTurn(...chatKeys(chat), token, leaseMs),
-          client.lrangeBuffer(k.messages, -2 * TURN_READ_PAIRS, -1),
+          readAhead ? client.lrangeBuffer(keys.chat(chat).messages, -2 * TURN_READ_PAIRS, -1) : undefined,
           oneNode ? undefined : client.get(tenantPrompt),
         ]),
       );
-      const [taken, ...rest] = lease as [number, ...unknown[]];
+      // The lease is ours once the script set it, even if the script failed after that (writes
+      // before a Lua error stay): any failure from there on gives it back rather than leave the
+      // chat busy until it expires. The release checks the token, so it never frees another's.
+      const giveBack = () =>
+        scripted(redis)
+          .releaseLease(...chatKeys(chat), token)
+          .catch(() => undefined);
+      if (lease.status === 'rejected') {
+        if (oneNode && isCrossSlot(lease.reason)) {
+          // A cluster-mode endpoint used as a single node: no script may span two slots there.
+          this.crossSlotRefused = true;
+          return this.beginTurn(chat, leaseMs, options);
+        }
+        await giveBack();
+        throw lease.reason;
+      }
+      const [taken, ...rest] = lease.value as [number, ...unknown[]];
       if (taken !== 1) return { acquired: false, retryInMs: Math.max(Number(rest[0]), 0) };
-      const [generation, flatSettings, chatSystemPrompt, messageCount, onePrompt] = rest as [
-        string,
-        string[],
-        string | null,
-        number,
-        string | null | undefined,
-      ];
-      const globalSystemPrompt = (oneNode ? onePrompt : clusterPrompt) ?? null;
-      const settings: Record<string, string> = {};
-      for (let i = 0; i + 1 < flatSettings.length; i += 2)
-        settings[flatSettings[i] as string] = flatSettings[i + 1] as string;
-      const olderPairs = Math.floor(Number(messageCount) / 2) - Math.floor(rawMessages.length / 2);
-      const history = historyTail(rawMessages, Math.max(olderPairs, 0));
-      return {
-        acquired: true,
-        lease: {
-          token,
-          generation: String(generation),
-          context: {
-            globalSystemPrompt,
-            chatSystemPrompt: chatSystemPrompt ?? null,
-            history,
-            settings: settingsOf(settings),
+      try {
+        const [generation, flatSettings, chatSystemPrompt, messageCount, nextId, onePrompt] = rest as [
+          string,
+          string[],
+          string | null,
+          number,
+          string,
+          string | null | undefined,
+        ];
+        if (clusterPrompt.status === 'rejected') throw clusterPrompt.reason;
+        if (messages.status === 'rejected') throw messages.reason;
+        const read = messages.value as Buffer[] | undefined;
+        const history =
+          read !== undefined && readMatches(read, Number(messageCount), Number(nextId))
+            ? historyTail(read, olderPairsThan(Number(messageCount), read.length))
+            : await this.readOlderPairs(chat, 0, TURN_READ_PAIRS);
+        const settings: Record<string, string> = {};
+        for (let i = 0; i + 1 < flatSettings.length; i += 2)
+          settings[flatSettings[i] as string] = flatSettings[i + 1] as string;
+        return {
+          acquired: true,
+          lease: {
+            token,
+            generation: String(generation),
+            context: {
+              globalSystemPrompt: (oneNode ? onePrompt : (clusterPrompt.value as string | null)) ?? null,
+              chatSystemPrompt: chatSystemPrompt ?? null,
+              history,
+              settings: settingsOf(settings),
+            },
           },
-        },
-      };
+        };
+      } catch (error) {
+        await giveBack();
+        throw error;
+      }
     });
   }
 
@@ -629,8 +708,7 @@ export class RedisChatRepository implements ChatRepository {
         ]),
       ),
     );
-    const olderPairs = Math.floor(messageCount / 2) - skip - Math.floor(rawMessages.length / 2);
-    return historyTail(rawMessages, Math.max(olderPairs, 0));
+    return historyTail(rawMessages, olderPairsThan(messageCount - 2 * skip, rawMessages.length));
   }
 
   async commitTurn(chat: ChatRef, lease: TurnLease, turn: TurnRecord): Promise<CommitResult> {
@@ -663,15 +741,21 @@ export class RedisChatRepository implements ChatRepository {
     return this.run(async (redis) => {
       // On one node, one script stores the turn (with the chat's usage and the lease release)
       // and adds the usage to the tenant's totals and index, all or nothing.
-      if (!(redis instanceof Cluster)) {
-        const reply = await scripted(redis).commitTurnOnOneNode(
-          ...chatKeys(chat),
-          tenant.usage,
-          tenant.chats,
-          ...args,
-          chat.chatId,
-        );
-        return (reply as [CommitResult])[0];
+      if (this.oneNode(redis)) {
+        try {
+          const reply = await scripted(redis).commitTurnOnOneNode(
+            ...chatKeys(chat),
+            tenant.usage,
+            tenant.chats,
+            ...args,
+            chat.chatId,
+          );
+          return (reply as [CommitResult])[0];
+        } catch (error) {
+          // Refused before it ran (a cluster-mode endpoint): the two scripts below instead.
+          if (!isCrossSlot(error)) throw error;
+          this.crossSlotRefused = true;
+        }
       }
       // On a cluster the tenant's keys live in another slot: the tenant's part goes beside the
       // turn, in the same round trip, and is taken back in the rare case the turn is refused.

@@ -44,12 +44,19 @@ local function tenant_turn(usage, index, prompt, completion, total, turns, now, 
 end
 `;
 
-/** beginTurn's body, as a function (see beginTurn). */
+/**
+ * beginTurn's body, as a function (see beginTurn). A lease already held with this token is taken
+ * again: ioredis re-sends a command that was in flight when its connection dropped, and the first
+ * copy may have run.
+ */
 const lease = `
 local function take_lease()
-  if not redis.call('SET', KEYS[6], ARGV[1], 'PX', ARGV[2], 'NX') then return {0, redis.call('PTTL', KEYS[6])} end
-  return {1, redis.call('HGET', KEYS[1], 'gen') or '0', redis.call('HGETALL', KEYS[5]), redis.call('GET', KEYS[4]),
-    redis.call('LLEN', KEYS[2])}
+  local holder = redis.call('GET', KEYS[6])
+  if holder and holder ~= ARGV[1] then return {0, redis.call('PTTL', KEYS[6])} end
+  redis.call('SET', KEYS[6], ARGV[1], 'PX', ARGV[2])
+  local meta = redis.call('HMGET', KEYS[1], 'gen', 'seq')
+  return {1, meta[1] or '0', redis.call('HGETALL', KEYS[5]), redis.call('GET', KEYS[4]), redis.call('LLEN', KEYS[2]),
+    meta[2] or '0'}
 end
 `;
 
@@ -88,7 +95,7 @@ export const scripts = {
    * ARGV token leaseMs
    * -> {0, pttl} when another turn holds the chat; else takes the lease and returns
    *    {1, generation, settings (flat field/value list), chat system prompt or nil, number of
-   *     messages}.
+   *     messages, the id the next message will get}.
    * Only small values: the messages are read beside it with LRANGE, as Lua would copy each twice.
    */
   beginTurn: `${lease}
@@ -97,11 +104,11 @@ return take_lease()`,
   /**
    * beginTurn on a single node, where the tenant's keys can be read in the same script:
    * KEYS (the chat's seven) the tenant's system prompt  ARGV as beginTurn
-   * -> as beginTurn, with the tenant's system prompt (or nil) after the number of messages.
+   * -> as beginTurn, with the tenant's system prompt (or nil) after the next id.
    */
   beginTurnOnOneNode: `${lease}
 local result = take_lease()
-if result[1] == 1 then result[6] = redis.call('GET', KEYS[8]) end
+if result[1] == 1 then result[7] = redis.call('GET', KEYS[8]) end
 return result`,
 
   /**

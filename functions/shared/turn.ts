@@ -142,7 +142,9 @@ async function acquire(chat: ChatRef, user: ChatMessage, waitMs: number): Promis
   const deadline = Date.now() + waitMs;
   let userTokens: number | undefined;
   for (let attempt = 0; ; attempt += 1) {
-    const pending = chatRepository.beginTurn(chat, leaseMs);
+    // The first attempt reads the history beside the lease; a poll of a busy chat reads it only
+    // once the lease is held, so waiting turns do not read history they would throw away.
+    const pending = chatRepository.beginTurn(chat, leaseMs, { readAhead: attempt === 0 });
     if (userTokens === undefined) {
       // Counted while Redis answers: the lease request is already on its way.
       pending.catch(() => undefined);
