@@ -59,6 +59,12 @@ const cursorOf = (link: string | undefined, rel: string): Record<string, string>
   return query === undefined ? undefined : Object.fromEntries(new URLSearchParams(query));
 };
 
+/** One turn on a chat, as a client sends it. */
+const sendTurn = (tenant: string, chatId: string, content: string) =>
+  postChat(
+    apiEvent({ method: 'POST', resource: '/{chat_id}/chat', chatId, apiKeyId: tenant, json: { content } }),
+  );
+
 describe('a chat with 10,000 stored messages', () => {
   const tenant = uniqueId('t');
   const chatId = uniqueId('long');
@@ -67,15 +73,7 @@ describe('a chat with 10,000 stored messages', () => {
   it('sends OpenAI only the newest whole pairs that fit the token budget', async () => {
     await seeded;
 
-    const result = await postChat(
-      apiEvent({
-        method: 'POST',
-        resource: '/{chat_id}/chat',
-        chatId,
-        apiKeyId: tenant,
-        json: { content: 'and now?' },
-      }),
-    );
+    const result = await sendTurn(tenant, chatId, 'and now?');
 
     expect(result.statusCode).toBe(200);
     const sent = fake.completions()[0]?.messages ?? [];
@@ -187,15 +185,7 @@ describe('token counting', () => {
       }),
     );
 
-    const result = await postChat(
-      apiEvent({
-        method: 'POST',
-        resource: '/{chat_id}/chat',
-        chatId,
-        apiKeyId: tenant,
-        json: { content: 'next' },
-      }),
-    );
+    const result = await sendTurn(tenant, chatId, 'next');
 
     expect(result.statusCode).toBe(200);
     expect(fake.completions()[0]?.messages.slice(0, 3)).toEqual([
@@ -217,15 +207,7 @@ describe('token counting', () => {
       await redis.lset(chatKeys.messages, index, JSON.stringify({ role, content }));
     }
 
-    const result = await postChat(
-      apiEvent({
-        method: 'POST',
-        resource: '/{chat_id}/chat',
-        chatId,
-        apiKeyId: tenant,
-        json: { content: 'next' },
-      }),
-    );
+    const result = await sendTurn(tenant, chatId, 'next');
 
     expect(result.statusCode).toBe(200);
     expect(fake.completions()[0]?.messages.map((message) => message.content)).toEqual([
@@ -242,15 +224,7 @@ describe('token counting', () => {
   it("counts the tokenizer's special tokens in a message as the plain text they are to OpenAI", async () => {
     const content = 'Why does my log show <|endoftext|> and <|im_start|>?';
 
-    const result = await postChat(
-      apiEvent({
-        method: 'POST',
-        resource: '/{chat_id}/chat',
-        chatId: uniqueId('c'),
-        apiKeyId: uniqueId('t'),
-        json: { content },
-      }),
-    );
+    const result = await sendTurn(uniqueId('t'), uniqueId('c'), content);
 
     expect(result.statusCode).toBe(200);
     expect(messageTokens(content)).toBeGreaterThan(10);
@@ -259,15 +233,12 @@ describe('token counting', () => {
   it('refuses a message that cannot fit the budget even alone, before calling OpenAI', async () => {
     const tenant = uniqueId('t');
     const chatId = uniqueId('c');
-    const event = (content: string) =>
-      apiEvent({ method: 'POST', resource: '/{chat_id}/chat', chatId, apiKeyId: tenant, json: { content } });
-
-    const result = await postChat(event('lorem ipsum '.repeat(2000)));
+    const result = await sendTurn(tenant, chatId, 'lorem ipsum '.repeat(2000));
 
     expect(result.statusCode).toBe(400);
     expect(JSON.parse(result.body).error.code).toBe('message_too_large');
     expect(fake.requests).toEqual([]);
-    expect((await postChat(event('short'))).statusCode).toBe(200);
+    expect((await sendTurn(tenant, chatId, 'short')).statusCode).toBe(200);
   });
 });
 
@@ -286,15 +257,7 @@ describe("a stored reply's size", () => {
     const tenant = uniqueId('t');
     const chatId = uniqueId('c');
     fake.enqueue(completion(usage));
-    const result = await postChat(
-      apiEvent({
-        method: 'POST',
-        resource: '/{chat_id}/chat',
-        chatId,
-        apiKeyId: tenant,
-        json: { content: 'hi' },
-      }),
-    );
+    const result = await sendTurn(tenant, chatId, 'hi');
     expect(result.statusCode).toBe(200);
     const [, reply] = await redis.lrange(keys.chat({ tenant, chatId }).messages, 0, -1);
     return (JSON.parse(reply ?? '{}') as { tokens: number }).tokens;
