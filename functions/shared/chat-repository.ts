@@ -323,6 +323,7 @@ function decodeMessage(raw: string): StoredMessage {
   return JSON.parse(raw) as StoredMessage;
 }
 
+const ID_FIELD = Buffer.from('{"id":');
 const ROLE_FIELD = Buffer.from(',"role":');
 const CREATED_AT_FIELD = Buffer.from(',"created_at":');
 const TOKENS_FIELD = Buffer.from(',"tokens":');
@@ -342,6 +343,16 @@ function digitsAt(raw: Buffer, at: number): [value: number, end: number] {
   return [value, i];
 }
 
+/**
+ * The `{"id":N` the commit script writes in front of a stored message: N, and where the comma
+ * after it is; undefined for another shape.
+ */
+function idPrefix(raw: Buffer | undefined): { id: number; end: number } | undefined {
+  if (raw === undefined || !fieldAt(raw, 0, ID_FIELD)) return undefined;
+  const [id, end] = digitsAt(raw, ID_FIELD.length);
+  return end > ID_FIELD.length && raw[end] === 0x2c ? { id, end } : undefined;
+}
+
 /** A stored message as the prompt takes it, and the tokens stored with it. */
 interface PromptMessage {
   readonly json: Buffer;
@@ -357,9 +368,7 @@ interface PromptMessage {
  * A message stored without a count counts as many tokens as it has bytes, never fewer than it has.
  */
 function promptMessage(raw: Buffer, role: ChatMessage['role']): PromptMessage {
-  // {"id":  then digits
-  let start = raw[0] === 0x7b && raw[1] === 0x22 && raw[2] === 0x69 && raw[3] === 0x64 ? 6 : raw.length;
-  while (start < raw.length && raw[start] !== 0x2c) start += 1;
+  const start = idPrefix(raw)?.end ?? raw.length;
   let end = raw.length - CREATED_AT_FIELD.length;
   while (end > start && !(raw[end] === 0x2c && fieldAt(raw, end, CREATED_AT_FIELD))) end -= 1;
   if (start < end && fieldAt(raw, start, ROLE_FIELD)) {
@@ -385,14 +394,6 @@ function promptMessage(raw: Buffer, role: ChatMessage['role']): PromptMessage {
   const content = typeof stored.content === 'string' || Array.isArray(stored.content) ? stored.content : '';
   const json = Buffer.from(JSON.stringify({ role: stored.role ?? role, content }));
   return { json, tokens: typeof stored.tokens === 'number' ? stored.tokens : json.length };
-}
-
-/** The id in front of a stored message (`{"id":N,`), or undefined for another shape. */
-function storedId(raw: Buffer | undefined): number | undefined {
-  if (raw === undefined || !(raw[0] === 0x7b && raw[1] === 0x22 && raw[2] === 0x69 && raw[3] === 0x64))
-    return undefined;
-  const [id, after] = digitsAt(raw, 6);
-  return after > 6 && raw[after] === 0x2c ? id : undefined;
 }
 
 /** Pairs a turn reads with the lease: most windows fit, and a longer one reads on. */
@@ -430,7 +431,7 @@ function olderPairsThan(count: number, read: number): number {
  */
 function readMatches(read: readonly Buffer[], count: number, nextId: number): boolean {
   if (read.length !== Math.min(count, 2 * TURN_READ_PAIRS)) return false;
-  return read.length === 0 || storedId(read.at(-1)) === nextId - 1;
+  return read.length === 0 || idPrefix(read.at(-1))?.id === nextId - 1;
 }
 
 function isCrossSlot(error: unknown): boolean {
