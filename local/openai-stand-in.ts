@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { countTokens as countO200k, tokenizerReady } from '../functions/shared/tokens';
+import { countTokens as countO200k, rememberCounts, tokenizerReady } from '../functions/shared/tokens';
 
 /**
  * A small OpenAI-compatible HTTP server with a deterministic built-in model. `npm run dev` uses it
@@ -61,22 +61,12 @@ function textOf(content: Message['content']): string {
   return '';
 }
 
-const counted = new Map<string, number>();
-
 /**
  * A text's tokens as OpenAI counts them for its current models (o200k_base), so the usage the
  * stand-in reports is what OpenAI would report: the functions store a reply's completion tokens
  * as its size. Remembered per text, as the same texts come back in every prompt of a chat.
  */
-export function countTokens(text: string): number {
-  let tokens = counted.get(text);
-  if (tokens === undefined) {
-    tokens = countO200k(text);
-    if (counted.size >= 10_000) counted.clear();
-    counted.set(text, tokens);
-  }
-  return tokens;
-}
+export const countTokens: (text: string) => number = rememberCounts(countO200k, 10_000);
 
 /** The built-in model's reply: it echoes the last user message, so results are predictable. */
 export function standInReply(messages: Message[]): string {

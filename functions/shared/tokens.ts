@@ -79,16 +79,26 @@ export function messageTokens(content: MessageContent): number {
   return total;
 }
 
-const promptCache = new Map<string, number>();
+/**
+ * `count`, remembered per text for texts that come back again and again; the memory is dropped
+ * whole once it holds `limit` texts.
+ */
+export function rememberCounts(count: (text: string) => number, limit: number): (text: string) => number {
+  const counted = new Map<string, number>();
+  return (text) => {
+    let tokens = counted.get(text);
+    if (tokens === undefined) {
+      tokens = count(text);
+      if (counted.size >= limit) counted.clear();
+      counted.set(text, tokens);
+    }
+    return tokens;
+  };
+}
 
-/** A system prompt's tokens, cached: the same few prompts are counted on every turn. */
+const promptTokens = rememberCounts(messageTokens, 256);
+
+/** A system prompt's tokens, remembered: the same few prompts are counted on every turn. */
 export function systemPromptTokens(content: string | null): number {
-  if (!content) return 0;
-  let tokens = promptCache.get(content);
-  if (tokens === undefined) {
-    tokens = messageTokens(content);
-    if (promptCache.size >= 256) promptCache.clear();
-    promptCache.set(content, tokens);
-  }
-  return tokens;
+  return content ? promptTokens(content) : 0;
 }
