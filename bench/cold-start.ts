@@ -13,6 +13,7 @@ import { isBuiltin } from 'node:module';
 import { join, relative } from 'node:path';
 import { type BuildOptions, build, type Metafile } from 'esbuild';
 import { type RouteDefinition, routes } from '../functions/routes';
+import { bundlingAliases } from '../infra/bundling/lean-ioredis';
 import { checkInterrupted, onCleanup, tempDir } from './lifecycle';
 import { median } from './stats';
 
@@ -329,6 +330,10 @@ const BUNDLING: BuildOptions = {
   minify: true,
   sourcemap: false,
   external: ['@aws-sdk/*'],
+  // The lean ioredis and the `debug` stub, as the stack aliases them.
+  alias: Object.fromEntries(
+    bundlingAliases(repoRoot).aliases.map((alias) => alias.split('=') as [string, string]),
+  ),
   write: false,
   metafile: true,
   logLevel: 'silent',

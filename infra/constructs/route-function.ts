@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import { Annotations, Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
 import type { ISecurityGroup, IVpc, SubnetSelection } from 'aws-cdk-lib/aws-ec2';
 import { ManagedPolicy, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import { Architecture, Runtime } from 'aws-cdk-lib/aws-lambda';
@@ -8,6 +8,7 @@ import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { ISecret } from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
+import { bundlingAliases } from '../bundling/lean-ioredis';
 import type { ChatSettings } from '../config';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
@@ -112,6 +113,9 @@ export class RouteFunction extends Construct {
       });
     }
 
+    const { aliases, warning } = bundlingAliases(repoRoot);
+    if (warning !== undefined) Annotations.of(this).addWarningV2('chat-proxy:lean-ioredis', warning);
+
     this.function = new NodejsFunction(this, 'Function', {
       entry: join(repoRoot, 'functions', `${props.entry}.ts`),
       projectRoot: repoRoot,
@@ -139,6 +143,8 @@ export class RouteFunction extends Construct {
         // The Node.js runtime ships the AWS SDK v3; bundling it would only grow the package. The
         // tokenizer's 2 MB of ranks travel as a JSON file instead (see `tokenizer`).
         externalModules: ['@aws-sdk/*', 'gpt-tokenizer/bpeRanks/*'],
+        // ioredis without its import-time prototype loop, and without `debug` (lean-ioredis.ts).
+        esbuildArgs: { '--alias': aliases },
         ...(props.tokenizer
           ? {
               commandHooks: {

@@ -54,6 +54,15 @@ describe('function bundling', () => {
     expect(existsSync(`${bundleOf('PostChat')}.map`)).toBe(false);
   });
 
+  it('bundles the lean ioredis (infra/bundling/lean-ioredis.ts) into every Redis function', () => {
+    for (const routeId of ['PostChat', 'GetSystem']) {
+      const code = readFileSync(bundleOf(routeId), 'utf8');
+      // The `debug` package looks for supports-color; its stub does not.
+      expect(code, routeId).not.toContain('supports-color');
+      expect(code, routeId).toMatch(/Object\.setPrototypeOf\(\w+\.prototype,\w+\)/);
+    }
+  });
+
   it("ships the tokenizer's ranks as JSON beside the chat and image bundles only", () => {
     for (const routeId of ['PostChat', 'PostImg']) {
       const ranks = join(bundleOf(routeId), '..', 'o200k_base.json');

@@ -1,0 +1,103 @@
+import { cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+
+/**
+ * Two cold-start savings in every function that talks to Redis, applied when bundling only (tests,
+ * the dev server and `tsx` use the installed packages as they are):
+ *
+ * - ioredis' `Commander.js` puts ~600 generated command methods (`get`, `getBuffer`, ...) on a
+ *   class prototype one by one at import. On Node 20 that costs about 10 ms: V8 copies the class
+ *   prototype's property list on every addition. The lean copy builds the same methods on a plain
+ *   object and makes it the prototype's own prototype, so `redis.get` resolves exactly as before
+ *   (one step further up the chain) and `Redis`, `Cluster` and `Pipeline` are unchanged.
+ * - `debug`, which ioredis logs through, is replaced by `no-debug.cjs` (never enabled in Lambda).
+ *
+ * The copy lives in `node_modules/.cache/chat-proxy/`, so its own dependencies resolve to the
+ * installed ones, and is made once per ioredis version.
+ */
+
+/** The loop in ioredis' built/utils/Commander.js that the lean copy replaces. */
+export const PROTOTYPE_LOOP = `commands.forEach(function (commandName) {
+    Commander.prototype[commandName] = generateFunction(commandName, commandName, "utf8");
+    Commander.prototype[commandName + "Buffer"] = generateFunction(commandName + "Buffer", commandName, null);
+});`;
+
+const BUILTINS_OBJECT = `const builtinCommands = {};
+commands.forEach(function (commandName) {
+    builtinCommands[commandName] = generateFunction(commandName, commandName, "utf8");
+    builtinCommands[commandName + "Buffer"] = generateFunction(commandName + "Buffer", commandName, null);
+});
+// chat-proxy (infra/bundling/lean-ioredis.ts): one prototype link instead of ~600 additions.
+Object.setPrototypeOf(Commander.prototype, builtinCommands);`;
+
+/** Commander.js with the loop replaced, or undefined if this ioredis no longer has the loop. */
+export function leanCommander(source: string): string | undefined {
+  const at = source.indexOf(PROTOTYPE_LOOP);
+  if (at < 0 || source.indexOf(PROTOTYPE_LOOP, at + 1) >= 0) return undefined;
+  return source.replace(PROTOTYPE_LOOP, BUILTINS_OBJECT);
+}
+
+export interface BundlingAliases {
+  /** esbuild `--alias` values, paths relative to the project root (esbuild's working directory). */
+  readonly aliases: string[];
+  /** Set when the installed ioredis could not be made lean: bundles use it as it is. */
+  readonly warning?: string;
+}
+
+const COMMANDER = join('built', 'utils', 'Commander.js');
+/** Written last into a finished copy. */
+const MARKER = '.chat-proxy-lean';
+
+let cached: BundlingAliases | undefined;
+
+/** The `--alias` arguments for every function's bundle (computed once per synth). */
+export function bundlingAliases(projectRoot: string): BundlingAliases {
+  if (cached === undefined) cached = computeAliases(projectRoot);
+  return cached;
+}
+
+function computeAliases(projectRoot: string): BundlingAliases {
+  const aliases = [
+    `debug=./${relative(projectRoot, join(projectRoot, 'infra', 'bundling', 'no-debug.cjs'))}`,
+  ];
+  const installed = join(projectRoot, 'node_modules', 'ioredis');
+  const { version } = JSON.parse(readFileSync(join(installed, 'package.json'), 'utf8')) as {
+    version: string;
+  };
+  const lean = leanCommander(readFileSync(join(installed, COMMANDER), 'utf8'));
+  if (lean === undefined) {
+    return {
+      aliases,
+      warning:
+        `ioredis ${version}: built/utils/Commander.js no longer holds the loop that ` +
+        'infra/bundling/lean-ioredis.ts replaces; bundling the installed ioredis as it is (about 10 ms ' +
+        'more cold start per Redis function). Update PROTOTYPE_LOOP for this version.',
+    };
+  }
+  const cacheDir = join(projectRoot, 'node_modules', '.cache', 'chat-proxy');
+  const target = join(cacheDir, `ioredis-${version}`);
+  const ready = () =>
+    existsSync(join(target, MARKER)) && readFileSync(join(target, COMMANDER), 'utf8') === lean;
+  if (!ready()) {
+    // Built beside the target and renamed into place, so that concurrent synths (test workers)
+    // never bundle a half-written copy.
+    mkdirSync(cacheDir, { recursive: true });
+    const building = `${target}.${process.pid}.${Date.now()}`;
+    cpSync(installed, building, { recursive: true });
+    writeFileSync(join(building, COMMANDER), lean);
+    writeFileSync(join(building, MARKER), '');
+    try {
+      renameSync(building, target);
+    } catch {
+      if (!ready()) {
+        // A copy made by an earlier version of this file: replace it.
+        rmSync(target, { recursive: true, force: true });
+        renameSync(building, target);
+      } else {
+        // Another process renamed its identical copy into place first.
+        rmSync(building, { recursive: true, force: true });
+      }
+    }
+  }
+  return { aliases: [...aliases, `ioredis=./${relative(projectRoot, target)}`] };
+}
