@@ -56,7 +56,14 @@ export function bundlingAliases(projectRoot: string): BundlingAliases {
   return cached;
 }
 
-function computeAliases(projectRoot: string): BundlingAliases {
+/**
+ * The aliases, making the lean copy in `cacheDir` if it is not there yet. The copy must sit under
+ * the project's node_modules, where its own dependencies resolve.
+ */
+export function computeAliases(
+  projectRoot: string,
+  cacheDir = join(projectRoot, 'node_modules', '.cache', 'chat-proxy'),
+): BundlingAliases {
   const aliases = [
     `debug=./${relative(projectRoot, join(projectRoot, 'infra', 'bundling', 'no-debug.cjs'))}`,
   ];
@@ -74,29 +81,37 @@ function computeAliases(projectRoot: string): BundlingAliases {
         'more cold start per Redis function). Update PROTOTYPE_LOOP for this version.',
     };
   }
-  const cacheDir = join(projectRoot, 'node_modules', '.cache', 'chat-proxy');
   const target = join(cacheDir, `ioredis-${version}`);
   const ready = () =>
     existsSync(join(target, MARKER)) && readFileSync(join(target, COMMANDER), 'utf8') === lean;
   if (!ready()) {
-    // Built beside the target and renamed into place, so that concurrent synths (test workers)
-    // never bundle a half-written copy.
-    mkdirSync(cacheDir, { recursive: true });
-    const building = `${target}.${process.pid}.${Date.now()}`;
-    cpSync(installed, building, { recursive: true });
-    writeFileSync(join(building, COMMANDER), lean);
-    writeFileSync(join(building, MARKER), '');
     try {
-      renameSync(building, target);
-    } catch {
-      if (!ready()) {
-        // A copy made by an earlier version of this file: replace it.
-        rmSync(target, { recursive: true, force: true });
+      // Built beside the target and renamed into place, so that concurrent synths (test workers)
+      // never bundle a half-written copy.
+      mkdirSync(cacheDir, { recursive: true });
+      const building = `${target}.${process.pid}.${Date.now()}`;
+      cpSync(installed, building, { recursive: true });
+      writeFileSync(join(building, COMMANDER), lean);
+      writeFileSync(join(building, MARKER), '');
+      try {
         renameSync(building, target);
-      } else {
-        // Another process renamed its identical copy into place first.
-        rmSync(building, { recursive: true, force: true });
+      } catch {
+        if (!ready()) {
+          // A copy made by an earlier version of this file: replace it.
+          rmSync(target, { recursive: true, force: true });
+          renameSync(building, target);
+        } else {
+          // Another process renamed its identical copy into place first.
+          rmSync(building, { recursive: true, force: true });
+        }
       }
+    } catch (error) {
+      return {
+        aliases,
+        warning:
+          `Could not write the lean copy of ioredis under ${cacheDir} (${(error as Error).message}); ` +
+          'bundling the installed ioredis as it is (about 10 ms more cold start per Redis function).',
+      };
     }
   }
   return { aliases: [...aliases, `ioredis=./${relative(projectRoot, target)}`] };

@@ -2,7 +2,12 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { bundlingAliases, leanCommander, PROTOTYPE_LOOP } from '../../infra/bundling/lean-ioredis';
+import {
+  bundlingAliases,
+  computeAliases,
+  leanCommander,
+  PROTOTYPE_LOOP,
+} from '../../infra/bundling/lean-ioredis';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 const require = createRequire(import.meta.url);
@@ -56,5 +61,12 @@ describe('lean ioredis for bundles', () => {
       enabled: boolean;
     };
     expect(debug('ioredis:redis').enabled).toBe(false);
+  });
+
+  it('falls back to the installed ioredis, with a warning, when the copy cannot be written', () => {
+    const { aliases, warning } = computeAliases(repoRoot, '/dev/null/chat-proxy');
+
+    expect(aliases.map((alias) => alias.split('=')[0])).toEqual(['debug']);
+    expect(warning).toMatch(/Could not write the lean copy of ioredis under \/dev\/null\/chat-proxy/);
   });
 });
