@@ -129,15 +129,15 @@ function modelOptions(context: TurnContext): ModelOptions {
   return { model, temperature, maxTokens: max_tokens };
 }
 
-/**
- * Takes the chat's turn lease and reads its context. A busy chat answers 409 at once, or, with
- * `waitMs`, is polled with a growing, jittered pause (capped by the holder's remaining lease).
- */
 /** A lease this turn holds, with the new message's tokens (counted once, stored with it). */
 interface HeldTurn extends TurnLease {
   readonly userTokens: number;
 }
 
+/**
+ * Takes the chat's turn lease and reads its context. A busy chat answers 409 at once, or, with
+ * `waitMs`, is polled with a growing, jittered pause (capped by the holder's remaining lease).
+ */
 async function acquire(chat: ChatRef, user: ChatMessage, waitMs: number): Promise<HeldTurn> {
   const deadline = Date.now() + waitMs;
   let userTokens: number | undefined;
