@@ -1,4 +1,16 @@
-import { cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join, relative } from 'node:path';
 
 /**
@@ -13,7 +25,8 @@ import { join, relative } from 'node:path';
  * - `debug`, which ioredis logs through, is replaced by `no-debug.cjs` (never enabled in Lambda).
  *
  * The copy lives in `node_modules/.cache/chat-proxy/`, so its own dependencies resolve to the
- * installed ones, and is made once per ioredis version.
+ * installed ones. It is named after what it was made from (the installed files and the patch), so a
+ * copy, once in place, is never changed or removed: a reinstall or a new patch makes a new one.
  */
 
 /** The loop in ioredis' built/utils/Commander.js that the lean copy replaces. */
@@ -81,38 +94,51 @@ export function computeAliases(
         'more cold start per Redis function). Update PROTOTYPE_LOOP for this version.',
     };
   }
-  const target = join(cacheDir, `ioredis-${version}`);
-  const ready = () =>
-    existsSync(join(target, MARKER)) && readFileSync(join(target, COMMANDER), 'utf8') === lean;
-  if (!ready()) {
-    try {
-      // Built beside the target and renamed into place, so that concurrent synths (test workers)
-      // never bundle a half-written copy.
+  let target: string;
+  let building: string | undefined;
+  try {
+    // The package itself, should node_modules/ioredis be a link (npm link, pnpm).
+    const source = realpathSync(installed);
+    target = join(cacheDir, `ioredis-${version}-${fingerprint(source, lean)}`);
+    if (!existsSync(join(target, MARKER))) {
+      // Built beside the target and renamed into place in one step, so that concurrent synths
+      // (test workers) never bundle a half-written copy; the marker is the last file written.
       mkdirSync(cacheDir, { recursive: true });
-      const building = `${target}.${process.pid}.${Date.now()}`;
-      cpSync(installed, building, { recursive: true });
+      building = `${target}.${process.pid}.${Date.now()}`;
+      cpSync(source, building, { recursive: true, dereference: true });
       writeFileSync(join(building, COMMANDER), lean);
       writeFileSync(join(building, MARKER), '');
       try {
         renameSync(building, target);
-      } catch {
-        if (!ready()) {
-          // A copy made by an earlier version of this file: replace it.
-          rmSync(target, { recursive: true, force: true });
-          renameSync(building, target);
-        } else {
-          // Another process renamed its identical copy into place first.
-          rmSync(building, { recursive: true, force: true });
-        }
+        building = undefined;
+      } catch (error) {
+        // Another process renamed its identical copy into place first.
+        if (!existsSync(join(target, MARKER))) throw error;
       }
-    } catch (error) {
-      return {
-        aliases,
-        warning:
-          `Could not write the lean copy of ioredis under ${cacheDir} (${(error as Error).message}); ` +
-          'bundling the installed ioredis as it is (about 10 ms more cold start per Redis function).',
-      };
     }
+  } catch (error) {
+    return {
+      aliases,
+      warning:
+        `Could not write the lean copy of ioredis under ${cacheDir} (${(error as Error).message}); ` +
+        'bundling the installed ioredis as it is (about 10 ms more cold start per Redis function).',
+    };
+  } finally {
+    if (building !== undefined) rmSync(building, { recursive: true, force: true });
   }
   return { aliases: [...aliases, `ioredis=./${relative(projectRoot, target)}`] };
+}
+
+/** A short hash of the package's files (paths, sizes, modification times) and the patched file. */
+function fingerprint(packageDir: string, lean: string): string {
+  const hash = createHash('sha256').update(lean);
+  const files = readdirSync(packageDir, { recursive: true, withFileTypes: true })
+    .filter((entry) => entry.isFile())
+    .map((entry) => join(entry.parentPath, entry.name))
+    .sort();
+  for (const file of files) {
+    const { size, mtimeMs } = statSync(file);
+    hash.update(`${relative(packageDir, file)}\0${size}\0${mtimeMs}\n`);
+  }
+  return hash.digest('hex').slice(0, 12);
 }

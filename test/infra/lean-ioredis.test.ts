@@ -1,5 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import {
@@ -68,5 +69,27 @@ describe('lean ioredis for bundles', () => {
 
     expect(aliases.map((alias) => alias.split('=')[0])).toEqual(['debug']);
     expect(warning).toMatch(/Could not write the lean copy of ioredis under \/dev\/null\/chat-proxy/);
+  });
+
+  it('makes the copy once, named after the installed files and the patch, and leaves nothing half-made', () => {
+    const cacheRoot = join(repoRoot, 'node_modules', '.cache');
+    mkdirSync(cacheRoot, { recursive: true });
+    const cacheDir = mkdtempSync(join(cacheRoot, 'lean-ioredis-test-'));
+    try {
+      const first = computeAliases(repoRoot, cacheDir);
+      const [copy] = readdirSync(cacheDir);
+      const marker = join(cacheDir, copy ?? '', '.chat-proxy-lean');
+      const madeAt = statSync(marker).mtimeMs;
+      const second = computeAliases(repoRoot, cacheDir);
+
+      expect(first.warning).toBeUndefined();
+      expect(second).toEqual(first);
+      // One finished copy, no leftover folder from the build beside it, untouched the second time.
+      expect(readdirSync(cacheDir)).toEqual([copy]);
+      expect(copy).toMatch(/^ioredis-\d+\.\d+\.\d+-[0-9a-f]{12}$/);
+      expect(statSync(marker).mtimeMs).toBe(madeAt);
+    } finally {
+      rmSync(cacheDir, { recursive: true, force: true });
+    }
   });
 });
