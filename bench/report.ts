@@ -327,6 +327,7 @@ export function renderReport(results: BenchResults): string {
     `- Date: ${machine.date}`,
     `- Commit: ${machine.commit}`,
     `- Command: \`${results.command}\` (took ${(results.seconds / 60).toFixed(1)} min)`,
+    `- Host speed: B, the direct call to the stand-in (no proxy code), took ${ms(results.handlerCases[1]?.bP50 ?? Number.NaN)} ms at p50 on the 100-message chat; every figure moves with the host's speed, so compare runs by this first (see the last section)`,
     '',
     ...sharedMachineNote(results),
     `${missed.length === 0 ? 'All targets met.' : `**${missed.length} of ${all.length} targets missed.**`}`,
