@@ -77,22 +77,22 @@ export function computeAliases(
   projectRoot: string,
   cacheDir = join(projectRoot, 'node_modules', '.cache', 'chat-proxy'),
 ): BundlingAliases {
-  const aliases = [
-    `debug=./${relative(projectRoot, join(projectRoot, 'infra', 'bundling', 'no-debug.cjs'))}`,
-  ];
+  const aliases = ['debug=./infra/bundling/no-debug.cjs'];
+  /** The stock ioredis, and why: the bundles still work, only slower to import. */
+  const stock = (reason: string): BundlingAliases => ({
+    aliases,
+    warning: `${reason}; bundling the installed ioredis as it is (about 10 ms more cold start per Redis function).`,
+  });
   const installed = join(projectRoot, 'node_modules', 'ioredis');
   const { version } = JSON.parse(readFileSync(join(installed, 'package.json'), 'utf8')) as {
     version: string;
   };
   const lean = leanCommander(readFileSync(join(installed, COMMANDER), 'utf8'));
   if (lean === undefined) {
-    return {
-      aliases,
-      warning:
-        `ioredis ${version}: built/utils/Commander.js no longer holds the loop that ` +
-        'infra/bundling/lean-ioredis.ts replaces; bundling the installed ioredis as it is (about 10 ms ' +
-        'more cold start per Redis function). Update PROTOTYPE_LOOP for this version.',
-    };
+    return stock(
+      `ioredis ${version}: built/utils/Commander.js no longer holds the loop that ` +
+        'infra/bundling/lean-ioredis.ts replaces (update PROTOTYPE_LOOP for this version)',
+    );
   }
   let target: string;
   let building: string | undefined;
@@ -117,12 +117,7 @@ export function computeAliases(
       }
     }
   } catch (error) {
-    return {
-      aliases,
-      warning:
-        `Could not write the lean copy of ioredis under ${cacheDir} (${(error as Error).message}); ` +
-        'bundling the installed ioredis as it is (about 10 ms more cold start per Redis function).',
-    };
+    return stock(`Could not write the lean copy of ioredis under ${cacheDir} (${(error as Error).message})`);
   } finally {
     if (building !== undefined) rmSync(building, { recursive: true, force: true });
   }
