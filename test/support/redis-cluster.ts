@@ -1,5 +1,6 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -19,7 +20,11 @@ export interface RedisClusterProcess {
  */
 export async function spawnRedisCluster(): Promise<RedisClusterProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'chat-proxy-cluster-'));
-  const ports = [await freePort(), await freePort(), await freePort()];
+  const ports: number[] = [];
+  while (ports.length < 3) {
+    const port = await freeClusterPort();
+    if (!ports.includes(port)) ports.push(port);
+  }
   const children: ChildProcess[] = ports.map((port) =>
     spawn(
       'redis-server',
@@ -71,6 +76,26 @@ export async function spawnRedisCluster(): Promise<RedisClusterProcess> {
     throw error;
   }
   return { url: `redis://127.0.0.1:${ports[0]}`, ports, dispose };
+}
+
+/**
+ * A free port whose cluster bus port is usable too: Redis listens for its peers on port + 10000,
+ * and refuses to start in cluster mode when that is above 65535 (the OS hands out ports up to
+ * 60999 here) or, of course, when it is taken.
+ */
+async function freeClusterPort(): Promise<number> {
+  for (;;) {
+    const port = await freePort();
+    if (port + 10_000 <= 65_535 && (await isFree(port + 10_000))) return port;
+  }
+}
+
+function isFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.once('error', () => resolve(false));
+    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
+  });
 }
 
 async function withNode<T>(port: number, use: (redis: Redis) => Promise<T>): Promise<T> {
