@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { uniqueId } from '../support/events';
-import { freePort } from '../support/redis-server';
+import { freeClusterPort } from '../support/redis-cluster';
 
 const { keys, RedisChatRepository } = await import('../../functions/shared/chat-repository');
 const { CHAT_KEY_COUNT, scripts } = await import('../../functions/shared/redis-scripts');
@@ -122,7 +122,7 @@ describe('on a single node in cluster mode, used without REDIS_CLUSTER', () => {
 /** A redis-server in cluster mode serving every slot alone: a one-shard cluster. */
 async function singleShardCluster(): Promise<{ redis: Redis; dispose: () => Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), 'chat-proxy-shard-'));
-  const port = await freePort();
+  const port = await freeClusterPort();
   const child: ChildProcess = spawn(
     'redis-server',
     ['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--dir', dir, '--save', ''],

@@ -83,7 +83,7 @@ export async function spawnRedisCluster(): Promise<RedisClusterProcess> {
  * and refuses to start in cluster mode when that is above 65535 (the OS hands out ports up to
  * 60999 here) or, of course, when it is taken.
  */
-async function freeClusterPort(): Promise<number> {
+export async function freeClusterPort(): Promise<number> {
   for (;;) {
     const port = await freePort();
     if (port + 10_000 <= 65_535 && (await isFree(port + 10_000))) return port;
