@@ -109,9 +109,25 @@ export interface TurnRecord {
   readonly assistant: ChatMessage;
   readonly assistantTokens: number;
   readonly usage: Omit<Usage, 'turns'>;
+  /**
+   * The turn request's idempotency record (claimed in the chat's scope) and the answer to keep in
+   * it, written with the turn: once the turn is stored, a retry replays it whatever became of the
+   * commit's reply.
+   */
+  readonly keep?: KeptAnswer;
 }
 
-/** `stored`, or why not: the lease ran out (someone else may hold the chat), or the chat was cleared. */
+/** An answer to keep in a claimed idempotency record, for replay. */
+export interface KeptAnswer {
+  readonly id: string;
+  readonly response: StoredResponse;
+  readonly keepSeconds: number;
+}
+
+/**
+ * `stored` (also when this very commit had run before and its reply was lost), or why not: the
+ * lease ran out (someone else may hold the chat), or the chat was cleared.
+ */
 export type CommitResult = 'stored' | 'lease_lost' | 'cleared';
 
 /** One page of a chat's history, oldest first, and the cursors to the pages around it. */
@@ -170,7 +186,8 @@ export interface ChatRepository {
   /**
    * Appends the user message and its reply together (both or neither) with the chat's usage and
    * releases the lease, only if the lease is still this turn's and the chat was not cleared since
-   * it began. Then adds the usage to the tenant's totals.
+   * it began; keeps the turn's answer in its idempotency record in the same step. Then adds the
+   * usage to the tenant's totals. Safe to send again: a commit that already ran answers `stored`.
    */
   commitTurn(chat: ChatRef, lease: TurnLease, turn: TurnRecord): Promise<CommitResult>;
   /** Extends a lease still held; false once it was lost. */
@@ -200,7 +217,10 @@ export interface ChatRepository {
     response: StoredResponse,
     keepSeconds: number,
   ): Promise<void>;
-  /** Drops a claim whose request failed, so a retry runs again. */
+  /**
+   * Drops a claim whose request failed, so a retry runs again; a record whose answer was kept
+   * (its turn was stored, whatever the request then saw) stays.
+   */
   abandonIdempotency(scope: IdempotencyScope, id: string): Promise<void>;
 }
 
@@ -314,6 +334,15 @@ function together<T>(redis: RedisClient, issue: (client: Scripted) => T): T {
   } finally {
     socket?.uncork();
   }
+}
+
+/**
+ * What the commit script answered. A commit that finds its own turn stored already (ioredis sent it
+ * again after its reply was lost) stored it: the tenant's usage was added then, not again now.
+ */
+function commitResult(reply: unknown): CommitResult {
+  const [result] = reply as [CommitResult | 'already_stored'];
+  return result === 'already_stored' ? 'stored' : result;
 }
 
 /** A client with this command has them all (defining them again would lose ioredis' SHA state). */
@@ -739,6 +768,10 @@ export class RedisChatRepository implements ChatRepository {
       usage.total_tokens,
       this.defaultTtlSeconds,
     ];
+    const k = keys.chat(chat);
+    // Without a record to keep the answer in, the record key is a placeholder the script leaves alone.
+    const record = turn.keep ? k.idempotency(turn.keep.id) : k.idempotencySet;
+    const kept = turn.keep ? [JSON.stringify(turn.keep.response), turn.keep.keepSeconds] : ['', 0];
     return this.run(async (redis) => {
       // On one node, one script stores the turn (with the chat's usage and the lease release)
       // and adds the usage to the tenant's totals and index, all or nothing.
@@ -748,10 +781,12 @@ export class RedisChatRepository implements ChatRepository {
             ...chatKeys(chat),
             tenant.usage,
             tenant.chats,
+            record,
             ...args,
             chat.chatId,
+            ...kept,
           );
-          return (reply as [CommitResult])[0];
+          return commitResult(reply);
         } catch (error) {
           // Refused before it ran (a cluster-mode endpoint): the two scripts below instead.
           if (!isCrossSlot(error)) throw error;
@@ -761,10 +796,10 @@ export class RedisChatRepository implements ChatRepository {
       // On a cluster the tenant's keys live in another slot: the tenant's part goes beside the
       // turn, in the same round trip, and is taken back in the rare case the turn is refused.
       const [reply] = await Promise.all([
-        scripted(redis).commitTurn(...chatKeys(chat), ...args),
+        scripted(redis).commitTurn(...chatKeys(chat), record, ...args, ...kept),
         addUsage(scripted(redis), 1, chat.chatId),
       ]);
-      const [result] = reply as [CommitResult];
+      const result = commitResult(reply);
       if (result !== 'stored') await addUsage(scripted(redis), -1, '');
       return result;
     });
@@ -900,7 +935,7 @@ export class RedisChatRepository implements ChatRepository {
 
   async abandonIdempotency(scope: IdempotencyScope, id: string): Promise<void> {
     const { record, set } = idempotencyKeys(scope, id);
-    await this.run((redis) => Promise.all([redis.del(record), redis.srem(set, record)]));
+    await this.run((redis) => scripted(redis).abandonIdempotency(record, set));
   }
 
   /** Refreshes the chat's entry in its tenant's index (another slot, so not part of the chat's scripts). */

@@ -20,15 +20,27 @@ function sha256(data: string | Buffer): string {
 export type Outcome<T> = { readonly replay: StoredResponse } | { readonly result: T };
 
 /**
+ * The claimed record of a request that runs. Work that writes to the record's chat can keep the
+ * request's answer in the same write (a turn's commit does): then no lost reply or failed later
+ * write can let a retry run the work again. It says so with `keptInWrite()`.
+ */
+export interface ClaimedRecord {
+  readonly id: string;
+  readonly keepSeconds: number;
+  keptInWrite(): void;
+}
+
+/**
  * Runs a POST at most once per Idempotency-Key (per tenant and route, for a day): a repeat with
  * the same body gets the kept answer without running again, a repeat with another body is 422,
  * and a repeat while the first still runs is 409. Only answers that `keep` returns are kept; a
- * failed request gives its key back, so the client's retry runs for real.
+ * failed request gives its key back, so the client's retry runs for real, unless its work kept its
+ * answer in the same write (see `ClaimedRecord`): that answer is replayed.
  */
 export async function idempotently<T>(
   event: ApiEvent,
   scope: IdempotencyScope,
-  run: () => Promise<T>,
+  run: (record?: ClaimedRecord) => Promise<T>,
   keep: (result: T) => StoredResponse | undefined,
 ): Promise<Outcome<T>> {
   const key = header(event, 'Idempotency-Key');
@@ -52,13 +64,23 @@ export async function idempotently<T>(
     return { replay: claim.response };
   }
 
+  let keptInWrite = false;
+  const record: ClaimedRecord = {
+    id,
+    keepSeconds: idempotencyTtlSeconds,
+    keptInWrite: () => {
+      keptInWrite = true;
+    },
+  };
   let result: T;
   try {
-    result = await run();
+    result = await run(record);
   } catch (error) {
+    // A record whose answer was kept stays (the repository checks), so the retry replays it.
     await chatRepository.abandonIdempotency(scope, id).catch(() => undefined);
     throw error;
   }
+  if (keptInWrite) return { result };
   const kept = keep(result);
   if (kept === undefined) await chatRepository.abandonIdempotency(scope, id);
   else await chatRepository.completeIdempotency(scope, id, kept, idempotencyTtlSeconds);

@@ -60,10 +60,31 @@ local function take_lease()
 end
 `;
 
-/** commitTurn's body, as a function (see commitTurn). */
-const commit = `
-local function commit()
-  if redis.call('GET', KEYS[6]) ~= ARGV[1] then return {'lease_lost'} end
+/**
+ * Keeps a request's answer in its running idempotency record, for replay. A record gone by now
+ * (it outlived its running time) is left gone.
+ */
+const completeRecord = `
+local function complete_record(record, response, keep_seconds)
+  local held = redis.call('GET', record)
+  if not held then return 0 end
+  redis.call('SET', record, cjson.encode({state = 'done', fingerprint = cjson.decode(held).fingerprint,
+    response = response}), 'EX', keep_seconds)
+  return 1
+end
+`;
+
+/**
+ * commitTurn's body, as a function (see commitTurn). The meta hash remembers the lease token of
+ * the last turn stored: a commit that ran but whose reply was lost with its connection is sent
+ * again by ioredis, and finds its own turn stored rather than its lease gone.
+ */
+const commit = `${completeRecord}
+local function commit(record, response, keep_seconds)
+  if redis.call('GET', KEYS[6]) ~= ARGV[1] then
+    if redis.call('HGET', KEYS[1], 'committed') == ARGV[1] then return {'already_stored'} end
+    return {'lease_lost'}
+  end
   redis.call('DEL', KEYS[6])
   if (redis.call('HGET', KEYS[1], 'gen') or '0') ~= ARGV[2] then return {'cleared'} end
   local next_id = redis.call('HINCRBY', KEYS[1], 'seq', 2) - 2
@@ -75,6 +96,8 @@ local function commit()
   redis.call('HINCRBY', KEYS[1], 'completion_tokens', ARGV[8])
   redis.call('HINCRBY', KEYS[1], 'total_tokens', ARGV[9])
   redis.call('HINCRBY', KEYS[1], 'turns', 1)
+  redis.call('HSET', KEYS[1], 'committed', ARGV[1])
+  if response ~= '' then complete_record(record, response, keep_seconds) end
   touch(ARGV[3], ARGV[10])
   return {'stored', next_id}
 end
@@ -112,21 +135,26 @@ if result[1] == 1 then result[7] = redis.call('GET', KEYS[8]) end
 return result`,
 
   /**
+   * KEYS (the chat's seven) the request's idempotency record (or, with none, any chat key)
    * ARGV token generation now user assistant pairTokens prompt completion total defaultTtl
+   *      response(JSON, or '' with no record) keepSeconds
    * (user and assistant are JSON objects without an id; the script gives them the next two ids)
    * -> {'lease_lost'} unless the lease is still ours; {'cleared'} if the chat was cleared since
-   *    the turn began; else appends the pair, adds the usage, releases the lease: {'stored', id}
+   *    the turn began; else appends the pair, adds the usage, keeps the response in the record,
+   *    releases the lease: {'stored', id}. {'already_stored'} when this very turn was stored
+   *    before (the same commit, sent again).
    */
-  commitTurn: `${touch}${commit}return commit()`,
+  commitTurn: `${touch}${commit}return commit(KEYS[8], ARGV[11], ARGV[12])`,
 
   /**
    * commitTurn on a single node, where the tenant's keys can be written in the same script:
-   * KEYS (the chat's seven) usage index (the tenant's)  ARGV as commitTurn, then chatId
+   * KEYS (the chat's seven) usage index (the tenant's) record  ARGV as commitTurn's first ten,
+   * then chatId response keepSeconds
    * -> as commitTurn; a stored turn's usage is added to the tenant's totals and the chat's index
    *    entry refreshed, in the same step. Never used on a cluster (the tenant's slot differs).
    */
   commitTurnOnOneNode: `${touch}${commit}${tenantTurn}
-local result = commit()
+local result = commit(KEYS[10], ARGV[12], ARGV[13])
 if result[1] == 'stored' then tenant_turn(KEYS[8], KEYS[9], ARGV[7], ARGV[8], ARGV[9], 1, ARGV[3], ARGV[11]) end
 return result`,
 
@@ -252,12 +280,18 @@ redis.call('SADD', KEYS[2], KEYS[1])
 return 'claimed'`,
 
   /** KEYS record  ARGV response(JSON) keepSeconds -> keeps the answer of a running record. */
-  completeIdempotency: `
+  completeIdempotency: `${completeRecord}
+return complete_record(KEYS[1], ARGV[1], ARGV[2])`,
+
+  /**
+   * KEYS record set -> drops a running record (its request failed), so a retry runs again; a done
+   * one stays: its request's work was written with its answer (a turn whose reply was lost).
+   */
+  abandonIdempotency: `
 local record = redis.call('GET', KEYS[1])
-if not record then return 0 end
-local fingerprint = cjson.decode(record).fingerprint
-redis.call('SET', KEYS[1], cjson.encode({state = 'done', fingerprint = fingerprint, response = ARGV[1]}),
-  'EX', ARGV[2])
+if record and cjson.decode(record).state == 'done' then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], KEYS[1])
 return 1`,
 } as const;
 
@@ -265,8 +299,8 @@ return 1`,
 export const scriptKeyCounts: Readonly<Record<keyof typeof scripts, number>> = {
   beginTurn: CHAT_KEY_COUNT,
   beginTurnOnOneNode: CHAT_KEY_COUNT + 1,
-  commitTurn: CHAT_KEY_COUNT,
-  commitTurnOnOneNode: CHAT_KEY_COUNT + 2,
+  commitTurn: CHAT_KEY_COUNT + 1,
+  commitTurnOnOneNode: CHAT_KEY_COUNT + 3,
   tenantTurn: 2,
   renewLease: CHAT_KEY_COUNT,
   releaseLease: CHAT_KEY_COUNT,
@@ -278,4 +312,5 @@ export const scriptKeyCounts: Readonly<Record<keyof typeof scripts, number>> = {
   chatInfo: CHAT_KEY_COUNT,
   claimIdempotency: 2,
   completeIdempotency: 1,
+  abandonIdempotency: 2,
 };

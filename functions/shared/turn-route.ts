@@ -1,9 +1,14 @@
-import type { ChatMessage, ChatRef } from './chat-repository';
+import type { ChatMessage, ChatRef, StoredResponse } from './chat-repository';
 import { type ApiEvent, json, wantsStream } from './http';
 import { idempotently, REPLAY_HEADER } from './idempotency';
 import { annotate } from './observability';
 import type { Reply } from './streaming-route';
 import { runTurn, streamTurn, type TurnReply } from './turn';
+
+/** What a retry of a turn gets: the turn's JSON answer (a stream replays it as events). */
+function keptAnswer(result: TurnReply): StoredResponse {
+  return json(200, result) as StoredResponse;
+}
 
 /** The options of a turn request body. */
 export interface TurnRequest {
@@ -28,17 +33,16 @@ export async function answerTurn(
   const outcome = await idempotently(
     event,
     chat,
-    (): Promise<TurnReply | undefined> => {
+    (record): Promise<TurnReply | undefined> => {
       // A replayed answer is not an attempt: only turns that run count.
       annotate({ turn_attempted: true });
+      // The answer is kept with the turn itself, in its commit.
+      const keep = record && { record, answer: keptAnswer };
       return stream
-        ? streamTurn(chat, user, { waitMs, open: () => reply.events(), signal: reply.signal })
-        : runTurn(chat, user, { waitMs });
+        ? streamTurn(chat, user, { waitMs, keep, open: () => reply.events(), signal: reply.signal })
+        : runTurn(chat, user, { waitMs, keep });
     },
-    (result) =>
-      result === undefined
-        ? undefined
-        : (json(200, result) as { statusCode: number; headers: Record<string, string>; body: string }),
+    (result) => (result === undefined ? undefined : keptAnswer(result)),
   );
 
   if ('result' in outcome) {

@@ -5,6 +5,7 @@ import {
   type ChatSettings,
   chatRepository,
   type HistoryTail,
+  type StoredResponse,
   TURN_READ_PAIRS,
   type TurnContext,
   type TurnLease,
@@ -17,6 +18,7 @@ import {
   MODEL_CONTEXT_TOKENS,
 } from './config';
 import { ChatBusyError, TurnNotStoredError, ValidationError } from './errors';
+import type { ClaimedRecord } from './idempotency';
 import { annotate, annotateContent } from './observability';
 import {
   complete,
@@ -51,6 +53,11 @@ export interface TurnReply {
 export interface TurnOptions {
   /** How long to wait for a turn already running on the chat; 0 answers 409 at once. */
   readonly waitMs: number;
+  /** The request's idempotency record, to keep the answer in with the turn (see `idempotently`). */
+  readonly keep?: {
+    readonly record: ClaimedRecord;
+    readonly answer: (reply: TurnReply) => StoredResponse;
+  };
 }
 
 /**
@@ -192,21 +199,34 @@ function replyTokens(content: string, reported: number | undefined): number {
   return plausible ? reported + MESSAGE_OVERHEAD_TOKENS : messageTokens(content);
 }
 
+/** Stores the turn; answers what the client gets. */
 async function commit(
   chat: ChatRef,
   lease: HeldTurn,
   user: ChatMessage,
-  reply: { readonly content: string; readonly tokens: TokenUsage; readonly replyTokens?: number },
-): Promise<void> {
-  const { content, tokens: usage } = reply;
+  completion: { readonly content: string; readonly tokens: TokenUsage; readonly replyTokens?: number },
+  keep: TurnOptions['keep'],
+): Promise<TurnReply> {
+  const { content, tokens: usage } = completion;
+  const reply: TurnReply = { content, role: 'assistant', tokens: usage };
   const result = await chatRepository.commitTurn(chat, lease, {
     user,
     userTokens: lease.userTokens,
     assistant: { role: 'assistant', content },
-    assistantTokens: replyTokens(content, reply.replyTokens),
+    assistantTokens: replyTokens(content, completion.replyTokens),
     usage,
+    ...(keep
+      ? {
+          keep: {
+            id: keep.record.id,
+            response: keep.answer(reply),
+            keepSeconds: keep.record.keepSeconds,
+          },
+        }
+      : {}),
   });
   if (result === 'stored') {
+    keep?.record.keptInWrite();
     annotate({ turn: true, prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens });
     annotateContent({ user: user.content, assistant: content });
   }
@@ -222,6 +242,7 @@ async function commit(
       'The chat was cleared while this turn ran; it was not stored',
     );
   }
+  return reply;
 }
 
 /** Gives the lease back after a failed turn; an outage here changes nothing (it expires anyway). */
@@ -239,9 +260,9 @@ export async function runTurn(chat: ChatRef, user: ChatMessage, options: TurnOpt
   let stored = false;
   try {
     const completion = await complete(composePrompt(lease.context, user), modelOptions(lease.context));
-    await commit(chat, lease, user, completion);
+    const reply = await commit(chat, lease, user, completion, options.keep);
     stored = true;
-    return { content: completion.content, role: 'assistant', tokens: completion.tokens };
+    return reply;
   } finally {
     if (!stored) await release(chat, lease);
   }
@@ -292,9 +313,14 @@ export async function streamTurn(
         continue;
       }
       if (options.signal.aborted) return undefined;
-      await commit(chat, lease, user, { content, tokens: event.tokens, replyTokens: event.replyTokens });
+      const reply = await commit(
+        chat,
+        lease,
+        user,
+        { content, tokens: event.tokens, replyTokens: event.replyTokens },
+        options.keep,
+      );
       stored = true;
-      const reply: TurnReply = { content, role: 'assistant', tokens: event.tokens };
       sink.send('done', reply);
       return reply;
     }

@@ -1,0 +1,141 @@
+import { Redis } from 'ioredis';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { apiEvent, uniqueId } from '../support/events';
+import { startFakeOpenAi } from '../support/fake-openai';
+import { loadHandler } from '../support/handlers';
+import { startRedisProxy } from '../support/redis-proxy';
+
+// The handlers reach Redis through a proxy that can lose or delay the reply to one command, as a
+// network can: the command ran, the turn does not know. A short command timeout makes a delayed
+// reply a timed-out command within the test.
+const direct = new URL(process.env.REDIS_URL as string);
+const proxy = await startRedisProxy({ host: direct.hostname, port: Number(direct.port || 6379) });
+const fake = await startFakeOpenAi();
+process.env.REDIS_URL = proxy.url;
+process.env.REDIS_COMMAND_TIMEOUT_MS = '300';
+process.env.OPENAI_BASE_URL = fake.baseURL;
+const { keys, RedisChatRepository } = await import('../../functions/shared/chat-repository');
+
+const postChat = await loadHandler('post-chat');
+const getChat = await loadHandler('get-chat');
+const getUsage = await loadHandler('get-usage');
+const redis = new Redis(direct.toString());
+
+afterAll(async () => {
+  redis.disconnect();
+  await proxy.close();
+  await fake.close();
+});
+
+let tenant: string;
+let chatId: string;
+beforeEach(() => {
+  fake.reset();
+  tenant = uniqueId('t');
+  chatId = uniqueId('c');
+});
+
+const turn = (json: Record<string, unknown>, headers: Record<string, string> = {}) =>
+  apiEvent({ method: 'POST', resource: '/{chat_id}/chat', chatId, apiKeyId: tenant, json, headers });
+const history = async () =>
+  JSON.parse((await getChat(apiEvent({ resource: '/{chat_id}/chat', chatId, apiKeyId: tenant }))).body) as {
+    role: string;
+    content: string;
+  }[];
+const usage = async () =>
+  JSON.parse((await getUsage(apiEvent({ resource: '/usage', path: '/usage', apiKeyId: tenant }))).body) as {
+    turns: number;
+  };
+
+describe('a turn whose commit ran but whose reply was lost', () => {
+  it('answers 200 once the re-sent commit finds its own turn stored, and stores it once', async () => {
+    // Only the commit carries the message itself; the lease script and the read do not.
+    const content = uniqueId('lost reply');
+    proxy.loseReplyTo(content);
+
+    const result = await postChat(turn({ content }));
+
+    expect(proxy.triggered).toBe(true);
+    expect(result.statusCode).toBe(200);
+    expect(JSON.parse(result.body).content).toContain(content);
+    expect((await history()).map((message) => message.role)).toEqual(['user', 'assistant']);
+    expect((await usage()).turns).toBe(1);
+    expect(fake.requestsTo('/chat/completions')).toHaveLength(1);
+  });
+
+  it('ends a streamed turn with its done event, stored once', async () => {
+    const content = uniqueId('lost streamed reply');
+    proxy.loseReplyTo(content);
+
+    const result = await postChat(turn({ content, stream: true }));
+
+    expect(proxy.triggered).toBe(true);
+    expect(result.events.map((event) => event.event).at(-1)).toBe('done');
+    expect(await history()).toHaveLength(2);
+  });
+});
+
+describe('a commit sent twice (the repository)', () => {
+  const repository = new RedisChatRepository({ maxPageBytes: 1 << 20 }, (operation) => operation(redis));
+  const record = (content: string) => ({
+    user: { role: 'user' as const, content },
+    userTokens: 5,
+    assistant: { role: 'assistant' as const, content: `re: ${content}` },
+    assistantTokens: 6,
+    usage: { prompt_tokens: 5, completion_tokens: 6, total_tokens: 11 },
+  });
+  const begin = async () => {
+    const begun = await repository.beginTurn({ tenant, chatId }, 10_000);
+    if (!begun.acquired) throw new Error('the chat is busy');
+    return begun.lease;
+  };
+
+  it('answers stored again without storing again or counting the usage twice', async () => {
+    const chat = { tenant, chatId };
+    const lease = await begin();
+
+    expect(await repository.commitTurn(chat, lease, record('once'))).toBe('stored');
+    expect(await repository.commitTurn(chat, lease, record('once'))).toBe('stored');
+
+    expect((await repository.getMessages(chat, {})).messages).toHaveLength(2);
+    expect((await repository.getUsage(tenant)).turns).toBe(1);
+    expect((await repository.getChatInfo(chat))?.usage.turns).toBe(1);
+  });
+
+  it('still refuses an earlier turn once a later one was stored', async () => {
+    const chat = { tenant, chatId };
+    const early = await begin();
+    await redis.del(keys.chat(chat).lease); // as if its lease expired
+    const late = await begin();
+    expect(await repository.commitTurn(chat, late, record('late'))).toBe('stored');
+
+    expect(await repository.commitTurn(chat, early, record('early'))).toBe('lease_lost');
+    expect((await repository.getMessages(chat, {})).messages.map((message) => message.content)).toEqual([
+      'late',
+      're: late',
+    ]);
+  });
+});
+
+describe('an idempotent turn whose commit timed out after it ran', () => {
+  it('fails, and its retry replays the stored answer instead of running the turn again', async () => {
+    const headers = { 'Idempotency-Key': uniqueId('idem') };
+    const content = uniqueId('slow commit');
+    proxy.delayReplyTo(content, 900);
+
+    const first = await postChat(turn({ content }, headers));
+    expect(proxy.triggered).toBe(true);
+    expect(first.statusCode).toBe(503);
+    // Let the late reply arrive, so the connection is in step again.
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+
+    const retry = await postChat(turn({ content }, headers));
+
+    expect(retry.statusCode).toBe(200);
+    expect(retry.headers['Idempotent-Replayed']).toBe('true');
+    expect(JSON.parse(retry.body).content).toContain(content);
+    expect(fake.requestsTo('/chat/completions')).toHaveLength(1);
+    expect(await history()).toHaveLength(2);
+    expect((await usage()).turns).toBe(1);
+  });
+});

@@ -1,0 +1,102 @@
+import { createServer, type Server, Socket } from 'node:net';
+
+/** What happens to the reply to the next request that carries a marker. */
+type Fault =
+  | { readonly marker: string; readonly kind: 'lose' }
+  | { readonly marker: string; readonly kind: 'delay'; readonly ms: number };
+
+export interface RedisProxy {
+  /** A redis:// URL that reaches Redis through the proxy. */
+  readonly url: string;
+  /**
+   * The next write from a client that contains `marker` reaches Redis (so it runs), but its reply
+   * never comes back: the client's connection is cut as the reply arrives, as when a network
+   * drops between the two. Later connections pass untouched.
+   */
+  loseReplyTo(marker: string): void;
+  /** The reply to the next write that contains `marker` reaches the client `ms` late. */
+  delayReplyTo(marker: string, ms: number): void;
+  /** Whether the last fault armed has happened. */
+  readonly triggered: boolean;
+  close(): Promise<void>;
+}
+
+/**
+ * A TCP proxy in front of a Redis server that can lose or delay one reply, for tests of what a
+ * client does when a command ran but its answer did not arrive. It matches on the bytes of the
+ * RESP request, so a marker is best a value only that command carries (a message's content).
+ */
+export async function startRedisProxy(target: { host: string; port: number }): Promise<RedisProxy> {
+  let fault: Fault | undefined;
+  let triggered = false;
+  const sockets = new Set<Socket>();
+
+  const server: Server = createServer((client) => {
+    const upstream = new Socket();
+    sockets.add(client);
+    sockets.add(upstream);
+    // Set once this connection's request carries the marker: its next reply is the one to hit.
+    let hit: Fault | undefined;
+    upstream.connect(target.port, target.host);
+    client.on('data', (chunk: Buffer) => {
+      if (fault && chunk.includes(fault.marker)) {
+        hit = fault;
+        fault = undefined;
+        triggered = true;
+      }
+      upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      if (hit?.kind === 'lose') {
+        client.destroy();
+        upstream.destroy();
+        return;
+      }
+      if (hit?.kind === 'delay') {
+        const ms = hit.ms;
+        hit = undefined;
+        client.pause();
+        upstream.pause();
+        setTimeout(() => {
+          if (!client.destroyed) client.write(chunk);
+          client.resume();
+          upstream.resume();
+        }, ms);
+        return;
+      }
+      client.write(chunk);
+    });
+    const close = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on('close', close);
+    upstream.on('close', close);
+    client.on('error', close);
+    upstream.on('error', close);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  if (typeof address !== 'object' || address === null) throw new Error('the proxy has no port');
+
+  return {
+    url: `redis://127.0.0.1:${address.port}`,
+    loseReplyTo(marker) {
+      fault = { marker, kind: 'lose' };
+      triggered = false;
+    },
+    delayReplyTo(marker, ms) {
+      fault = { marker, kind: 'delay', ms };
+      triggered = false;
+    },
+    get triggered() {
+      return triggered;
+    },
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
