@@ -120,6 +120,8 @@ export interface TurnRecord {
 /** An answer to keep in a claimed idempotency record, for replay. */
 export interface KeptAnswer {
   readonly id: string;
+  /** The request body's fingerprint the record was claimed with. */
+  readonly fingerprint: string;
   readonly response: StoredResponse;
   readonly keepSeconds: number;
 }
@@ -190,8 +192,11 @@ export interface ChatRepository {
    * usage to the tenant's totals. Safe to send again: a commit that already ran answers `stored`.
    */
   commitTurn(chat: ChatRef, lease: TurnLease, turn: TurnRecord): Promise<CommitResult>;
-  /** Extends a lease still held; false once it was lost. */
-  renewLease(chat: ChatRef, lease: TurnLease, leaseMs: number): Promise<boolean>;
+  /**
+   * Extends a lease still held, and with it the turn request's running idempotency record (by id,
+   * in the chat's scope) if it has one; false once the lease was lost.
+   */
+  renewLease(chat: ChatRef, lease: TurnLease, leaseMs: number, recordId?: string): Promise<boolean>;
   /** Gives a lease back early (the turn failed). */
   releaseLease(chat: ChatRef, lease: TurnLease): Promise<void>;
   /** Deletes the chat's messages; its system prompt and settings stay. Turns in flight are not stored. */
@@ -210,10 +215,14 @@ export interface ChatRepository {
     fingerprint: string,
     runningMs: number,
   ): Promise<IdempotencyClaim>;
-  /** Keeps the response of a claimed key for replay. */
+  /**
+   * Keeps the response of a claimed key for replay (in a new record if the claim ran out; not if
+   * a request with another body holds the key now).
+   */
   completeIdempotency(
     scope: IdempotencyScope,
     id: string,
+    fingerprint: string,
     response: StoredResponse,
     keepSeconds: number,
   ): Promise<void>;
@@ -241,8 +250,11 @@ function safe(id: string): string {
  *   {prefix}:{t:<tenant>}:usage                hash    the tenant's token totals
  *   {prefix}:{t:<tenant>}:idem                 set     the tenant routes' idempotency records
  *   {prefix}:{t:<tenant>}:idem:<sha256>        string  one idempotency record
+ *   {prefix}:{t:<tenant>}:counted:<token>      string  a turn's usage was added (on a cluster only;
+ *                                                      expires after COUNTED_MARKER_MS)
  *   {prefix}:{c:<tenant>:<chat>}:meta          hash    gen, seq, base, created_at, updated_at,
- *                                                      usage totals
+ *                                                      usage totals, the lease tokens of the last
+ *                                                      turn stored and the last refused
  *   {prefix}:{c:<tenant>:<chat>}:messages      list    JSON messages, oldest first (id = base + index)
  *   {prefix}:{c:<tenant>:<chat>}:pairs         list    tokens of each user+reply pair (kept for
  *                                                      earlier versions; turns read the counts
@@ -268,6 +280,7 @@ export const keys = {
       usage: `${base}:usage`,
       idempotencySet: `${base}:idem`,
       idempotency: (id: string) => `${base}:idem:${safe(id)}`,
+      counted: (token: string) => `${base}:counted:${safe(token)}`,
       /** A SCAN pattern for every chat key of the tenant. */
       chatPattern: `${redisConfig.keyPrefix}:{c:${safe(tenant)}:*`,
     };
@@ -335,6 +348,13 @@ function together<T>(redis: RedisClient, issue: (client: Scripted) => T): T {
     socket?.uncork();
   }
 }
+
+/**
+ * How long a cluster remembers that a turn's usage was added to its tenant's totals: longer than
+ * any re-send of the commit after a reconnect (about a command timeout), short enough that the
+ * markers of busy tenants stay few.
+ */
+const COUNTED_MARKER_MS = 60_000;
 
 /**
  * What the commit script answered. A commit that finds its own turn stored already (ioredis sent it
@@ -749,12 +769,14 @@ export class RedisChatRepository implements ChatRepository {
       client.tenantTurn(
         tenant.usage,
         tenant.chats,
+        tenant.counted(lease.token),
         sign * usage.prompt_tokens,
         sign * usage.completion_tokens,
         sign * usage.total_tokens,
         sign,
         now,
         chatId,
+        COUNTED_MARKER_MS,
       );
     const args = [
       lease.token,
@@ -771,7 +793,9 @@ export class RedisChatRepository implements ChatRepository {
     const k = keys.chat(chat);
     // Without a record to keep the answer in, the record key is a placeholder the script leaves alone.
     const record = turn.keep ? k.idempotency(turn.keep.id) : k.idempotencySet;
-    const kept = turn.keep ? [JSON.stringify(turn.keep.response), turn.keep.keepSeconds] : ['', 0];
+    const kept = turn.keep
+      ? [JSON.stringify(turn.keep.response), turn.keep.keepSeconds, turn.keep.fingerprint]
+      : ['', 0, ''];
     return this.run(async (redis) => {
       // On one node, one script stores the turn (with the chat's usage and the lease release)
       // and adds the usage to the tenant's totals and index, all or nothing.
@@ -805,10 +829,19 @@ export class RedisChatRepository implements ChatRepository {
     });
   }
 
-  async renewLease(chat: ChatRef, lease: TurnLease, leaseMs: number): Promise<boolean> {
-    return (
-      (await this.run((redis) => scripted(redis).renewLease(...chatKeys(chat), lease.token, leaseMs))) === 1
+  async renewLease(chat: ChatRef, lease: TurnLease, leaseMs: number, recordId?: string): Promise<boolean> {
+    const k = keys.chat(chat);
+    const record = recordId === undefined ? k.idempotencySet : k.idempotency(recordId);
+    const renewed = await this.run((redis) =>
+      scripted(redis).renewLease(
+        ...chatKeys(chat),
+        record,
+        lease.token,
+        leaseMs,
+        recordId === undefined ? '' : '1',
+      ),
     );
+    return renewed === 1;
   }
 
   async releaseLease(chat: ChatRef, lease: TurnLease): Promise<void> {
@@ -924,12 +957,13 @@ export class RedisChatRepository implements ChatRepository {
   async completeIdempotency(
     scope: IdempotencyScope,
     id: string,
+    fingerprint: string,
     response: StoredResponse,
     keepSeconds: number,
   ): Promise<void> {
-    const { record } = idempotencyKeys(scope, id);
+    const { record, set } = idempotencyKeys(scope, id);
     await this.run((redis) =>
-      scripted(redis).completeIdempotency(record, JSON.stringify(response), keepSeconds),
+      scripted(redis).completeIdempotency(record, set, fingerprint, JSON.stringify(response), keepSeconds),
     );
   }
 

@@ -26,6 +26,8 @@ export type Outcome<T> = { readonly replay: StoredResponse } | { readonly result
  */
 export interface ClaimedRecord {
   readonly id: string;
+  /** The request body's fingerprint, which a replay must match. */
+  readonly fingerprint: string;
   readonly keepSeconds: number;
   keptInWrite(): void;
 }
@@ -33,15 +35,17 @@ export interface ClaimedRecord {
 /**
  * Runs a POST at most once per Idempotency-Key (per tenant and route, for a day): a repeat with
  * the same body gets the kept answer without running again, a repeat with another body is 422,
- * and a repeat while the first still runs is 409. Only answers that `keep` returns are kept; a
- * failed request gives its key back, so the client's retry runs for real, unless its work kept its
- * answer in the same write (see `ClaimedRecord`): that answer is replayed.
+ * and a repeat while the first still runs is 409 (for `runningMs`, by default a turn's lease, after
+ * which a claim whose request died is free again). Only answers that `keep` returns are kept,
+ * and a failed request gives its key back, so the client's retry runs for real; unless its work
+ * kept its answer in the same write (see `ClaimedRecord`): then that answer is replayed.
  */
 export async function idempotently<T>(
   event: ApiEvent,
   scope: IdempotencyScope,
   run: (record?: ClaimedRecord) => Promise<T>,
   keep: (result: T) => StoredResponse | undefined,
+  options: { readonly runningMs?: number } = {},
 ): Promise<Outcome<T>> {
   const key = header(event, 'Idempotency-Key');
   if (key === undefined) return { result: await run() };
@@ -56,7 +60,7 @@ export async function idempotently<T>(
   const id = sha256(`${event.httpMethod} ${event.path}\n${key}`);
   const fingerprint = sha256(rawBody(event));
 
-  const claim = await chatRepository.claimIdempotency(scope, id, fingerprint, leaseMs);
+  const claim = await chatRepository.claimIdempotency(scope, id, fingerprint, options.runningMs ?? leaseMs);
   if (claim.state === 'mismatch') throw new IdempotencyKeyReusedError();
   if (claim.state === 'running') throw new RequestInProgressError();
   if (claim.state === 'done') {
@@ -67,6 +71,7 @@ export async function idempotently<T>(
   let keptInWrite = false;
   const record: ClaimedRecord = {
     id,
+    fingerprint,
     keepSeconds: idempotencyTtlSeconds,
     keptInWrite: () => {
       keptInWrite = true;
@@ -83,7 +88,7 @@ export async function idempotently<T>(
   if (keptInWrite) return { result };
   const kept = keep(result);
   if (kept === undefined) await chatRepository.abandonIdempotency(scope, id);
-  else await chatRepository.completeIdempotency(scope, id, kept, idempotencyTtlSeconds);
+  else await chatRepository.completeIdempotency(scope, id, fingerprint, kept, idempotencyTtlSeconds);
   return { result };
 }
 

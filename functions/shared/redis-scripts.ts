@@ -2,7 +2,8 @@
  * The Lua scripts of the chat repository. Each runs atomically inside Redis and touches the keys
  * of one chat only (one hash slot), so it stays valid on Redis Cluster; the exceptions,
  * beginTurnOnOneNode and commitTurnOnOneNode, are only sent to a single node. Every chat script takes
- * the same keys, in this order (see `chat-repository.ts` for the layout):
+ * the same keys first, in this order (see `chat-repository.ts` for the layout); commitTurn and
+ * renewLease take one more, the turn request's idempotency record (in the chat's slot too):
  *
  *   KEYS[1] meta  KEYS[2] messages  KEYS[3] pairs  KEYS[4] system  KEYS[5] settings
  *   KEYS[6] lease KEYS[7] idempotency record set
@@ -61,32 +62,39 @@ end
 `;
 
 /**
- * Keeps a request's answer in its running idempotency record, for replay. A record gone by now
- * (it outlived its running time) is left gone.
+ * Keeps a request's answer in its idempotency record, for replay: the record it claimed, or a new
+ * one if that ran out meanwhile. A record another body claimed since is left to that request.
  */
 const completeRecord = `
-local function complete_record(record, response, keep_seconds)
+local function complete_record(record, set, fingerprint, response, keep_seconds)
   local held = redis.call('GET', record)
-  if not held then return 0 end
-  redis.call('SET', record, cjson.encode({state = 'done', fingerprint = cjson.decode(held).fingerprint,
-    response = response}), 'EX', keep_seconds)
+  if held and cjson.decode(held).fingerprint ~= fingerprint then return 0 end
+  redis.call('SET', record, cjson.encode({state = 'done', fingerprint = fingerprint, response = response}),
+    'EX', keep_seconds)
+  redis.call('SADD', set, record)
   return 1
 end
 `;
 
 /**
  * commitTurn's body, as a function (see commitTurn). The meta hash remembers the lease token of
- * the last turn stored: a commit that ran but whose reply was lost with its connection is sent
- * again by ioredis, and finds its own turn stored rather than its lease gone.
+ * the last turn stored, and of the last one refused for a clear: a commit that ran but whose reply
+ * was lost with its connection is sent again by ioredis, and gets the same answer rather than
+ * find its lease gone (unless another turn's commit came in between).
  */
 const commit = `${completeRecord}
-local function commit(record, response, keep_seconds)
+local function commit(record, fingerprint, response, keep_seconds)
   if redis.call('GET', KEYS[6]) ~= ARGV[1] then
-    if redis.call('HGET', KEYS[1], 'committed') == ARGV[1] then return {'already_stored'} end
+    local last = redis.call('HMGET', KEYS[1], 'committed', 'refused')
+    if last[1] == ARGV[1] then return {'already_stored'} end
+    if last[2] == ARGV[1] then return {'cleared'} end
     return {'lease_lost'}
   end
   redis.call('DEL', KEYS[6])
-  if (redis.call('HGET', KEYS[1], 'gen') or '0') ~= ARGV[2] then return {'cleared'} end
+  if (redis.call('HGET', KEYS[1], 'gen') or '0') ~= ARGV[2] then
+    redis.call('HSET', KEYS[1], 'refused', ARGV[1])
+    return {'cleared'}
+  end
   local next_id = redis.call('HINCRBY', KEYS[1], 'seq', 2) - 2
   if redis.call('LLEN', KEYS[2]) == 0 then redis.call('HSET', KEYS[1], 'base', next_id) end
   redis.call('RPUSH', KEYS[2], '{"id":' .. next_id .. ',' .. string.sub(ARGV[4], 2),
@@ -97,7 +105,7 @@ local function commit(record, response, keep_seconds)
   redis.call('HINCRBY', KEYS[1], 'total_tokens', ARGV[9])
   redis.call('HINCRBY', KEYS[1], 'turns', 1)
   redis.call('HSET', KEYS[1], 'committed', ARGV[1])
-  if response ~= '' then complete_record(record, response, keep_seconds) end
+  if response ~= '' then complete_record(record, KEYS[7], fingerprint, response, keep_seconds) end
   touch(ARGV[3], ARGV[10])
   return {'stored', next_id}
 end
@@ -137,39 +145,51 @@ return result`,
   /**
    * KEYS (the chat's seven) the request's idempotency record (or, with none, any chat key)
    * ARGV token generation now user assistant pairTokens prompt completion total defaultTtl
-   *      response(JSON, or '' with no record) keepSeconds
+   *      response(JSON, or '' with no record) keepSeconds fingerprint
    * (user and assistant are JSON objects without an id; the script gives them the next two ids)
    * -> {'lease_lost'} unless the lease is still ours; {'cleared'} if the chat was cleared since
    *    the turn began; else appends the pair, adds the usage, keeps the response in the record,
    *    releases the lease: {'stored', id}. {'already_stored'} when this very turn was stored
    *    before (the same commit, sent again).
    */
-  commitTurn: `${touch}${commit}return commit(KEYS[8], ARGV[11], ARGV[12])`,
+  commitTurn: `${touch}${commit}return commit(KEYS[8], ARGV[13], ARGV[11], ARGV[12])`,
 
   /**
    * commitTurn on a single node, where the tenant's keys can be written in the same script:
    * KEYS (the chat's seven) usage index (the tenant's) record  ARGV as commitTurn's first ten,
-   * then chatId response keepSeconds
+   * then chatId response keepSeconds fingerprint
    * -> as commitTurn; a stored turn's usage is added to the tenant's totals and the chat's index
    *    entry refreshed, in the same step. Never used on a cluster (the tenant's slot differs).
    */
   commitTurnOnOneNode: `${touch}${commit}${tenantTurn}
-local result = commit(KEYS[10], ARGV[12], ARGV[13])
+local result = commit(KEYS[10], ARGV[14], ARGV[12], ARGV[13])
 if result[1] == 'stored' then tenant_turn(KEYS[8], KEYS[9], ARGV[7], ARGV[8], ARGV[9], 1, ARGV[3], ARGV[11]) end
 return result`,
 
   /**
-   * KEYS usage index (the tenant's)  ARGV prompt completion total turns now chatId(or '')
-   * -> adds a turn's usage to the tenant's totals and, given a chat id, refreshes the chat's entry
-   *    in the index. On a cluster it rides beside commitTurn, in the same round trip.
+   * KEYS usage index marker (the tenant's)  ARGV prompt completion total turns(1 or -1) now
+   * chatId(or '') markerMs
+   * -> adds a turn's usage to the tenant's totals (turns 1) or takes it back (-1) and, given a chat
+   *    id, refreshes the chat's entry in the index. On a cluster it rides beside commitTurn, in the
+   *    same round trip. The marker (one per turn, by lease token) makes it safe to send again:
+   *    a turn's usage is added once, and taken back only if it was added.
    */
   tenantTurn: `${tenantTurn}
+if tonumber(ARGV[4]) > 0 then
+  if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[7]) then return 0 end
+elseif redis.call('DEL', KEYS[3]) == 0 then return 0 end
 tenant_turn(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 return 1`,
 
-  /** ARGV token leaseMs -> 1 if the lease was still ours and is extended, else 0. */
+  /**
+   * KEYS (the chat's seven) the turn request's idempotency record (or, with none, any chat key)
+   * ARGV token leaseMs renewRecord('1' or '')
+   * -> 1 if the lease was still ours and is extended (with the running record, so a retry waits
+   *    for a turn that outlasts the record's first expiry), else 0.
+   */
   renewLease: `
 if redis.call('GET', KEYS[6]) ~= ARGV[1] then return 0 end
+if ARGV[3] == '1' then redis.call('PEXPIRE', KEYS[8], ARGV[2]) end
 return redis.call('PEXPIRE', KEYS[6], ARGV[2])`,
 
   /** ARGV token -> gives the lease back if it is still ours. */
@@ -279,9 +299,12 @@ redis.call('SET', KEYS[1], cjson.encode({state = 'running', fingerprint = ARGV[1
 redis.call('SADD', KEYS[2], KEYS[1])
 return 'claimed'`,
 
-  /** KEYS record  ARGV response(JSON) keepSeconds -> keeps the answer of a running record. */
+  /**
+   * KEYS record set  ARGV fingerprint response(JSON) keepSeconds -> 1 once the answer is kept (see
+   * complete_record), 0 if another request's body holds the key now.
+   */
   completeIdempotency: `${completeRecord}
-return complete_record(KEYS[1], ARGV[1], ARGV[2])`,
+return complete_record(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])`,
 
   /**
    * KEYS record set -> drops a running record (its request failed), so a retry runs again; a done
@@ -301,8 +324,8 @@ export const scriptKeyCounts: Readonly<Record<keyof typeof scripts, number>> = {
   beginTurnOnOneNode: CHAT_KEY_COUNT + 1,
   commitTurn: CHAT_KEY_COUNT + 1,
   commitTurnOnOneNode: CHAT_KEY_COUNT + 3,
-  tenantTurn: 2,
-  renewLease: CHAT_KEY_COUNT,
+  tenantTurn: 3,
+  renewLease: CHAT_KEY_COUNT + 1,
   releaseLease: CHAT_KEY_COUNT,
   setSystem: CHAT_KEY_COUNT,
   updateSettings: CHAT_KEY_COUNT,
@@ -311,6 +334,6 @@ export const scriptKeyCounts: Readonly<Record<keyof typeof scripts, number>> = {
   readPage: CHAT_KEY_COUNT,
   chatInfo: CHAT_KEY_COUNT,
   claimIdempotency: 2,
-  completeIdempotency: 1,
+  completeIdempotency: 2,
   abandonIdempotency: 2,
 };

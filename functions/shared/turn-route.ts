@@ -1,9 +1,12 @@
 import type { ChatMessage, ChatRef, StoredResponse } from './chat-repository';
+import { loadTurnConfig } from './config';
 import { type ApiEvent, json, wantsStream } from './http';
 import { idempotently, REPLAY_HEADER } from './idempotency';
 import { annotate } from './observability';
 import type { Reply } from './streaming-route';
 import { runTurn, streamTurn, type TurnReply } from './turn';
+
+const { leaseMs } = loadTurnConfig();
 
 /** What a retry of a turn gets: the turn's JSON answer (a stream replays it as events). */
 function keptAnswer(result: TurnReply): StoredResponse {
@@ -43,6 +46,9 @@ export async function answerTurn(
         : runTurn(chat, user, { waitMs, keep });
     },
     (result) => (result === undefined ? undefined : keptAnswer(result)),
+    // A retry finds the key running while the turn waits for its chat and while it runs; a
+    // streamed turn renews it with its lease.
+    { runningMs: leaseMs + waitMs },
   );
 
   if ('result' in outcome) {

@@ -219,6 +219,7 @@ async function commit(
       ? {
           keep: {
             id: keep.record.id,
+            fingerprint: keep.record.fingerprint,
             response: keep.answer(reply),
             keepSeconds: keep.record.keepSeconds,
           },
@@ -284,7 +285,7 @@ export async function streamTurn(
   const leaseLost = new AbortController();
   const renewal = setInterval(() => {
     chatRepository
-      .renewLease(chat, lease, leaseMs)
+      .renewLease(chat, lease, leaseMs, options.keep?.record.id)
       .then((held) => held || leaseLost.abort())
       .catch(() => undefined);
   }, leaseMs / 3);

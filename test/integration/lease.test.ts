@@ -81,3 +81,50 @@ describe('the turn lease', () => {
     expect((await postChat(turn({ content: 'works' }))).statusCode).toBe(200);
   });
 });
+
+describe("a turn's Idempotency-Key", () => {
+  const keyed = (json: Record<string, unknown>, key: string) =>
+    apiEvent({
+      method: 'POST',
+      resource: '/{chat_id}/chat',
+      chatId,
+      apiKeyId: tenant,
+      json,
+      headers: { 'Idempotency-Key': key },
+    });
+
+  it('stays running while a streamed reply outlasts the lease, then replays it', async () => {
+    const key = uniqueId('k');
+    fake.enqueue({ content: 'a b c d e f g h', chunkDelayMs: 80 });
+
+    const streamed = postChat(keyed({ content: 'long', stream: true }, key));
+    await sleep(450);
+    const meanwhile = await postChat(keyed({ content: 'long', stream: true }, key));
+    await streamed;
+    const after = await postChat(keyed({ content: 'long', stream: true }, key));
+
+    expect(meanwhile.statusCode).toBe(409);
+    expect(JSON.parse(meanwhile.body).error.code).toBe('request_in_progress');
+    expect(after.headers['Idempotent-Replayed']).toBe('true');
+    expect(fake.requestsTo('/chat/completions')).toHaveLength(1);
+    expect(await history()).toHaveLength(2);
+  });
+
+  it('stays running while its turn waits for the chat longer than the lease', async () => {
+    const key = uniqueId('k');
+    // A streamed reply that renews its lease holds the chat for about 650 ms.
+    fake.enqueue({ content: 'a b c d e f g h', chunkDelayMs: 80 });
+
+    const holder = postChat(turn({ content: 'long', stream: true }));
+    await sleep(50);
+    const waiting = postChat(keyed({ content: 'patient', wait_ms: 2000 }, key));
+    await sleep(300);
+    const retry = await postChat(keyed({ content: 'patient', wait_ms: 2000 }, key));
+    const [, waited] = await Promise.all([holder, waiting]);
+
+    expect(waited.statusCode).toBe(200);
+    expect(retry.statusCode).toBe(409);
+    expect(JSON.parse(retry.body).error.code).toBe('request_in_progress');
+    expect((await history()).filter((message) => message.content === 'patient')).toHaveLength(1);
+  });
+});

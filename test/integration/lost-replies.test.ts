@@ -1,18 +1,19 @@
 import { Redis } from 'ioredis';
-import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { apiEvent, uniqueId } from '../support/events';
 import { startFakeOpenAi } from '../support/fake-openai';
 import { loadHandler } from '../support/handlers';
 import { startRedisProxy } from '../support/redis-proxy';
 
 // The handlers reach Redis through a proxy that can lose or delay the reply to one command, as a
-// network can: the command ran, the turn does not know. A short command timeout makes a delayed
-// reply a timed-out command within the test.
+// network can: the command ran, the turn does not know. A delay well past the command timeout
+// makes a timed-out command; the timeout leaves a lost reply's re-send ample time on a busy machine.
 const direct = new URL(process.env.REDIS_URL as string);
 const proxy = await startRedisProxy({ host: direct.hostname, port: Number(direct.port || 6379) });
 const fake = await startFakeOpenAi();
 process.env.REDIS_URL = proxy.url;
-process.env.REDIS_COMMAND_TIMEOUT_MS = '300';
+process.env.REDIS_COMMAND_TIMEOUT_MS = '1000';
+const LATE_MS = 2500;
 process.env.OPENAI_BASE_URL = fake.baseURL;
 const { keys, RedisChatRepository } = await import('../../functions/shared/chat-repository');
 
@@ -20,6 +21,19 @@ const postChat = await loadHandler('post-chat');
 const getChat = await loadHandler('get-chat');
 const getUsage = await loadHandler('get-usage');
 const redis = new Redis(direct.toString());
+
+// The first turn loads the tokenizer (a pause of its own); no fault is armed for it.
+beforeAll(() =>
+  postChat(
+    apiEvent({
+      method: 'POST',
+      resource: '/{chat_id}/chat',
+      chatId: uniqueId('warm'),
+      apiKeyId: 'warm',
+      json: { content: 'hi' },
+    }),
+  ),
+);
 
 afterAll(async () => {
   redis.disconnect();
@@ -102,6 +116,27 @@ describe('a commit sent twice (the repository)', () => {
     expect((await repository.getChatInfo(chat))?.usage.turns).toBe(1);
   });
 
+  it('answers stored again while the next turn already holds the chat', async () => {
+    const chat = { tenant, chatId };
+    const first = await begin();
+    expect(await repository.commitTurn(chat, first, record('first'))).toBe('stored');
+    const next = await begin();
+
+    expect(await repository.commitTurn(chat, first, record('first'))).toBe('stored');
+    expect(await repository.commitTurn(chat, next, record('next'))).toBe('stored');
+    expect((await repository.getMessages(chat, {})).messages).toHaveLength(4);
+  });
+
+  it('answers cleared again to a commit refused for a clear', async () => {
+    const chat = { tenant, chatId };
+    const lease = await begin();
+    await repository.clearMessages(chat);
+
+    expect(await repository.commitTurn(chat, lease, record('gone'))).toBe('cleared');
+    expect(await repository.commitTurn(chat, lease, record('gone'))).toBe('cleared');
+    expect((await repository.getMessages(chat, {})).messages).toEqual([]);
+  });
+
   it('still refuses an earlier turn once a later one was stored', async () => {
     const chat = { tenant, chatId };
     const early = await begin();
@@ -121,13 +156,13 @@ describe('an idempotent turn whose commit timed out after it ran', () => {
   it('fails, and its retry replays the stored answer instead of running the turn again', async () => {
     const headers = { 'Idempotency-Key': uniqueId('idem') };
     const content = uniqueId('slow commit');
-    proxy.delayReplyTo(content, 900);
+    proxy.delayReplyTo(content, LATE_MS);
 
     const first = await postChat(turn({ content }, headers));
     expect(proxy.triggered).toBe(true);
     expect(first.statusCode).toBe(503);
-    // Let the late reply arrive, so the connection is in step again.
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    // Once the late reply is through, the connection is in step again.
+    await proxy.settled();
 
     const retry = await postChat(turn({ content }, headers));
 
@@ -137,5 +172,24 @@ describe('an idempotent turn whose commit timed out after it ran', () => {
     expect(fake.requestsTo('/chat/completions')).toHaveLength(1);
     expect(await history()).toHaveLength(2);
     expect((await usage()).turns).toBe(1);
+  });
+
+  it('streamed: the first attempt ends with an error event, the retry replays the stored answer', async () => {
+    const headers = { 'Idempotency-Key': uniqueId('idem') };
+    const content = uniqueId('slow streamed commit');
+    proxy.delayReplyTo(content, LATE_MS);
+
+    const first = await postChat(turn({ content, stream: true }, headers));
+    expect(proxy.triggered).toBe(true);
+    expect(first.events.at(-1)?.event).toBe('error');
+    await proxy.settled();
+
+    const retry = await postChat(turn({ content, stream: true }, headers));
+
+    expect(retry.headers['Idempotent-Replayed']).toBe('true');
+    expect(retry.events.map((event) => event.event)).toEqual(['delta', 'done']);
+    expect(JSON.stringify(retry.events.at(-1)?.data)).toContain(content);
+    expect(fake.requestsTo('/chat/completions')).toHaveLength(1);
+    expect(await history()).toHaveLength(2);
   });
 });

@@ -117,6 +117,25 @@ describe('on a single node in cluster mode, used without REDIS_CLUSTER', () => {
       turns: 1,
     });
   });
+
+  it('adds the usage of a commit sent twice to the tenant once, and takes back only what it added', async () => {
+    const clustered = repositoryOn(node.redis);
+    const chat = { tenant: uniqueId('t'), chatId: uniqueId('c') };
+    const begun = await clustered.beginTurn(chat, 10_000);
+    if (!begun.acquired) throw new Error('busy');
+
+    expect(await clustered.commitTurn(chat, begun.lease, turn)).toBe('stored');
+    expect(await clustered.commitTurn(chat, begun.lease, turn)).toBe('stored');
+    expect((await clustered.getUsage(chat.tenant)).turns).toBe(1);
+
+    // A turn refused (its lease gone) takes back the usage it added beside the commit, once.
+    const late = await clustered.beginTurn(chat, 10_000);
+    if (!late.acquired) throw new Error('busy');
+    await node.redis.del(keys.chat(chat).lease);
+    expect(await clustered.commitTurn(chat, late.lease, turn)).toBe('lease_lost');
+    expect(await clustered.commitTurn(chat, late.lease, turn)).toBe('lease_lost');
+    expect((await clustered.getUsage(chat.tenant)).turns).toBe(1);
+  });
 });
 
 /** A redis-server in cluster mode serving every slot alone: a one-shard cluster. */

@@ -18,17 +18,30 @@ export interface RedisProxy {
   delayReplyTo(marker: string, ms: number): void;
   /** Whether the last fault armed has happened. */
   readonly triggered: boolean;
+  /** Resolves once the last fault armed has done its work (the connection cut, the reply sent). */
+  settled(): Promise<void>;
   close(): Promise<void>;
 }
 
 /**
  * A TCP proxy in front of a Redis server that can lose or delay one reply, for tests of what a
  * client does when a command ran but its answer did not arrive. It matches on the bytes of the
- * RESP request, so a marker is best a value only that command carries (a message's content).
+ * RESP request, so a marker is best a value only that command carries (a message's content), and
+ * the command should be the only one in flight on its connection: the next bytes from Redis are
+ * taken to be its reply.
  */
 export async function startRedisProxy(target: { host: string; port: number }): Promise<RedisProxy> {
   let fault: Fault | undefined;
   let triggered = false;
+  let done = Promise.resolve();
+  let markDone = () => {};
+  const arm = (next: Fault) => {
+    fault = next;
+    triggered = false;
+    done = new Promise<void>((resolve) => {
+      markDone = resolve;
+    });
+  };
   const sockets = new Set<Socket>();
 
   const server: Server = createServer((client) => {
@@ -50,6 +63,7 @@ export async function startRedisProxy(target: { host: string; port: number }): P
       if (hit?.kind === 'lose') {
         client.destroy();
         upstream.destroy();
+        markDone();
         return;
       }
       if (hit?.kind === 'delay') {
@@ -61,6 +75,7 @@ export async function startRedisProxy(target: { host: string; port: number }): P
           if (!client.destroyed) client.write(chunk);
           client.resume();
           upstream.resume();
+          markDone();
         }, ms);
         return;
       }
@@ -84,16 +99,15 @@ export async function startRedisProxy(target: { host: string; port: number }): P
   return {
     url: `redis://127.0.0.1:${address.port}`,
     loseReplyTo(marker) {
-      fault = { marker, kind: 'lose' };
-      triggered = false;
+      arm({ marker, kind: 'lose' });
     },
     delayReplyTo(marker, ms) {
-      fault = { marker, kind: 'delay', ms };
-      triggered = false;
+      arm({ marker, kind: 'delay', ms });
     },
     get triggered() {
       return triggered;
     },
+    settled: () => done,
     async close() {
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
