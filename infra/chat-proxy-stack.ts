@@ -6,7 +6,7 @@ import { requestSchemas } from '../functions/shared/schemas';
 import { apiKeyLogicalName, readStackConfig } from './config';
 import { ChatProxyApi } from './constructs/api';
 import { MemoryDbStore } from './constructs/memorydb-store';
-import { APP_METRICS, type MonitoredFunction, Monitoring } from './constructs/monitoring';
+import { appMetrics, type MonitoredFunction, Monitoring } from './constructs/monitoring';
 import { Network } from './constructs/network';
 import { RouteFunction } from './constructs/route-function';
 import { Secrets } from './constructs/secrets';
@@ -77,7 +77,7 @@ export class ChatProxyStack extends Stack {
         // Only the functions that use the store pay for a VPC (cold starts, NAT for OpenAI).
         ...(network && needsRedis ? { network: network.functionNetwork } : {}),
       });
-      routeFunction.bindMetrics(APP_METRICS);
+      routeFunction.bindMetrics(appMetrics(this.stackName));
       routeFunction.applyChatSettings(config.openAiModel, config.chat);
       // Each function gets access to exactly what its route needs, nothing more.
       if (needsRedis) {

@@ -155,6 +155,32 @@ export class StackConfigError extends Error {
   }
 }
 
+/** The stack's name when the context sets none. */
+export const DEFAULT_STACK_NAME = 'ChatProxy';
+
+/**
+ * The CloudFormation stack's name (context `stackName`): another name deploys another, separate
+ * copy (say `ChatProxy-staging`) beside the first in the same account and Region. It also names the
+ * API, its keys, the alarms, the dashboard and the metrics' `service` dimension. Read by the app,
+ * which names the stack before the stack reads the rest.
+ */
+export function readStackName(node: Node): string {
+  const value: unknown = node.tryGetContext('stackName');
+  if (value === undefined || value === null || (typeof value === 'string' && value.trim() === '')) {
+    return DEFAULT_STACK_NAME;
+  }
+  // CloudFormation allows 128 characters; the names built from it (API keys, alarms, MemoryDB)
+  // need room for their suffixes.
+  if (typeof value !== 'string' || !/^[A-Za-z][A-Za-z0-9-]{0,63}$/.test(value)) {
+    throw new StackConfigError(
+      'stackName',
+      'a letter, then letters, digits and "-" (1-64 characters)',
+      value,
+    );
+  }
+  return value;
+}
+
 /** Reads and validates every context key the stack uses; throws a StackConfigError naming the bad key. */
 export function readStackConfig(node: Node): StackConfig {
   // `-c key=value` on the command line always yields a string, cdk.json yields typed JSON: accept both.

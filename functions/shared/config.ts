@@ -228,12 +228,21 @@ export interface ObservabilityConfig {
   readonly logContent: boolean;
   /** POWERTOOLS_METRICS_DISABLED=true (tests, local runs): no metric is even computed. */
   readonly metricsDisabled: boolean;
+  /**
+   * POWERTOOLS_SERVICE_NAME: the `service` of every log line and the `service` dimension of every
+   * metric, which the stack's alarms read (it names each stack's own).
+   */
+  readonly serviceName: string;
+  /** POWERTOOLS_METRICS_NAMESPACE: the metrics' CloudWatch namespace. */
+  readonly metricsNamespace: string;
 }
 
 export function loadObservabilityConfig(env: Env = process.env): ObservabilityConfig {
   return {
     logContent: optional(env, 'LOG_CONTENT') === 'true',
     metricsDisabled: optional(env, 'POWERTOOLS_METRICS_DISABLED') === 'true',
+    serviceName: optional(env, 'POWERTOOLS_SERVICE_NAME') ?? 'chat-proxy',
+    metricsNamespace: optional(env, 'POWERTOOLS_METRICS_NAMESPACE') ?? 'ChatProxy',
   };
 }
 

@@ -11,11 +11,9 @@ import { loadObservabilityConfig } from './config';
  * message content is logged unless LOG_CONTENT=true.
  */
 
-export const SERVICE_NAME = 'chat-proxy';
-export const METRICS_NAMESPACE = 'ChatProxy';
+const { logContent, metricsDisabled, serviceName, metricsNamespace } = loadObservabilityConfig();
 
-export const logger = new Logger({ serviceName: SERVICE_NAME });
-const { logContent, metricsDisabled } = loadObservabilityConfig();
+export const logger = new Logger({ serviceName });
 
 /** What one request did, filled in as it runs and logged once at its end. */
 export interface RequestRecord {
@@ -56,7 +54,7 @@ export function annotateContent(content: unknown): void {
  * One Metrics object for the container. Safe even where requests run side by side (the local
  * server, tests): a request's metrics are added and flushed in one synchronous block.
  */
-const metrics = new Metrics({ namespace: METRICS_NAMESPACE, serviceName: SERVICE_NAME });
+const metrics = new Metrics({ namespace: metricsNamespace, serviceName });
 
 function publish(record: RequestRecord): void {
   if (metricsDisabled) return;

@@ -19,13 +19,25 @@ import { Topic } from 'aws-cdk-lib/aws-sns';
 import { EmailSubscription } from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
 
-/**
- * Where the functions' EMF metrics go (Powertools `POWERTOOLS_METRICS_NAMESPACE` and
- * `POWERTOOLS_SERVICE_NAME`). The alarms read them with exactly the `service` dimension.
- */
-export const APP_METRICS = { namespace: 'ChatProxy', service: 'chat-proxy' } as const;
+/** The CloudWatch namespace of the functions' EMF metrics (Powertools `POWERTOOLS_METRICS_NAMESPACE`). */
+export const METRICS_NAMESPACE = 'ChatProxy';
 
-/** The metric the access log filter counts per API key, in `APP_METRICS.namespace`. */
+/**
+ * Where a stack's functions put their EMF metrics (`POWERTOOLS_METRICS_NAMESPACE`,
+ * `POWERTOOLS_SERVICE_NAME`). The `service` dimension is the stack's name in kebab case
+ * (`chat-proxy` for `ChatProxy`), so two stacks in one account and Region keep their metrics, and
+ * their alarms, apart. The alarms read them with exactly that dimension.
+ */
+export function appMetrics(stackName: string): { readonly namespace: string; readonly service: string } {
+  const service = stackName
+    .replace(/([a-z0-9])([A-Z])/g, '$1-$2')
+    .replace(/([A-Z]+)([A-Z][a-z])/g, '$1-$2')
+    .replace(/[^A-Za-z0-9]+/g, '-')
+    .toLowerCase();
+  return { namespace: METRICS_NAMESPACE, service };
+}
+
+/** The metric the access log filter counts per API key, in `METRICS_NAMESPACE`. */
 export const REQUESTS_PER_API_KEY = 'RequestsPerApiKey';
 
 /** A CloudWatch alarm on metric math can read at most 10 metrics. */
@@ -95,6 +107,7 @@ export class Monitoring extends Construct {
   constructor(scope: Construct, id: string, props: MonitoringProps) {
     super(scope, id);
     this.stackName = Stack.of(this).stackName;
+    const metricsOf = appMetrics(this.stackName);
     const fiveMinutes = Duration.minutes(5);
 
     if (props.alarmEmail !== undefined) {
@@ -121,9 +134,9 @@ export class Monitoring extends Construct {
     };
     const app = (metricName: string, statistic = 'Sum') =>
       new Metric({
-        namespace: APP_METRICS.namespace,
+        namespace: metricsOf.namespace,
         metricName,
-        dimensionsMap: { service: APP_METRICS.service },
+        dimensionsMap: { service: metricsOf.service },
         statistic,
         period: fiveMinutes,
         label: statistic === 'Sum' ? metricName : `${metricName} ${statistic}`,
@@ -264,7 +277,7 @@ export class Monitoring extends Construct {
         FilterPattern.regexValue('$.apiKeyId', '=', '^[A-Za-z0-9]+$'),
         FilterPattern.stringValue('$.status', '!=', '429'),
       ),
-      metricNamespace: APP_METRICS.namespace,
+      metricNamespace: METRICS_NAMESPACE,
       metricName: REQUESTS_PER_API_KEY,
       metricValue: '1',
       dimensions: { apiKeyId: '$.apiKeyId' },
@@ -280,7 +293,7 @@ export class Monitoring extends Construct {
     for (const [name, apiKey] of props.apiKeys) {
       this.alarm(`Quota-${name}`, {
         metric: new Metric({
-          namespace: APP_METRICS.namespace,
+          namespace: METRICS_NAMESPACE,
           metricName: REQUESTS_PER_API_KEY,
           dimensionsMap: { apiKeyId: apiKey.keyId },
           statistic: 'Sum',
@@ -292,7 +305,7 @@ export class Monitoring extends Construct {
       });
     }
     return new MathExpression({
-      expression: `SEARCH('{${APP_METRICS.namespace},apiKeyId} MetricName="${REQUESTS_PER_API_KEY}"', 'Sum', 300)`,
+      expression: `SEARCH('{${METRICS_NAMESPACE},apiKeyId} MetricName="${REQUESTS_PER_API_KEY}"', 'Sum', 300)`,
       label: '',
       period: Duration.minutes(5),
     });

@@ -1,7 +1,8 @@
 import { App } from 'aws-cdk-lib';
 import { Period } from 'aws-cdk-lib/aws-apigateway';
 import { describe, expect, it } from 'vitest';
-import { readStackConfig } from '../../infra/config';
+import { readStackConfig, readStackName } from '../../infra/config';
+import { appMetrics } from '../../infra/constructs/monitoring';
 import { cdkJsonContext, synthesize } from './synth';
 
 function configFrom(context: Record<string, unknown>) {
@@ -165,5 +166,31 @@ describe('readStackConfig', () => {
 
   it('stops the stack from synthesizing when a setting is invalid', () => {
     expect(() => synthesize({ quotaPeriod: 'YEAR' })).toThrow('Invalid CDK context "quotaPeriod"');
+  });
+});
+
+describe('readStackName', () => {
+  const named = (stackName?: unknown) =>
+    readStackName(new App({ context: stackName === undefined ? {} : { stackName } }).node);
+
+  it('names the stack ChatProxy unless the context names it', () => {
+    expect(named()).toBe('ChatProxy');
+    expect(named('')).toBe('ChatProxy');
+    expect(named('ChatProxy-staging')).toBe('ChatProxy-staging');
+  });
+
+  it('refuses a name CloudFormation or the names built from it would not take', () => {
+    for (const bad of ['1proxy', 'chat_proxy', 'chat proxy', 'x'.repeat(65), 42]) {
+      expect(() => named(bad), String(bad)).toThrow('Invalid CDK context "stackName"');
+    }
+  });
+});
+
+describe('appMetrics', () => {
+  it("makes each stack's service dimension its name in kebab case, in one namespace", () => {
+    expect(appMetrics('ChatProxy')).toEqual({ namespace: 'ChatProxy', service: 'chat-proxy' });
+    expect(appMetrics('ChatProxy-staging').service).toBe('chat-proxy-staging');
+    expect(appMetrics('ChatProxyStaging').service).toBe('chat-proxy-staging');
+    expect(appMetrics('APIProxy2').service).toBe('api-proxy2');
   });
 });

@@ -222,4 +222,23 @@ describe('Monitoring, with other quotas and an alarm e-mail', () => {
     );
     template.hasOutput('AlarmTopicArn', { Value: { Ref: topicId } });
   });
+
+  it('keeps a second stack apart: its own alarm names, and its own service in functions and alarms', () => {
+    const { template } = synthesize({ stackName: 'ChatProxy-staging' });
+
+    const names = alarms(template).map((alarm) => alarm.AlarmName);
+    expect(names.length).toBeGreaterThan(0);
+    for (const name of names) expect(name).toMatch(/^ChatProxy-staging-/);
+    const services = new Set<string>();
+    JSON.stringify(template.toJSON(), (key, value) => {
+      if (key === 'Dimensions' && Array.isArray(value)) {
+        for (const dimension of value) if (dimension?.Name === 'service') services.add(dimension.Value);
+      }
+      return value;
+    });
+    expect([...services]).toEqual(['chat-proxy-staging']);
+    for (const fn of Object.values(template.findResources('AWS::Lambda::Function'))) {
+      expect(fn.Properties.Environment.Variables.POWERTOOLS_SERVICE_NAME).toBe('chat-proxy-staging');
+    }
+  });
 });

@@ -5,6 +5,7 @@ import { Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { type RouteDefinition, routes } from '../../functions/routes';
 import { ChatProxyStack } from '../../infra/chat-proxy-stack';
+import { readStackName } from '../../infra/config';
 
 const cdkJson = JSON.parse(readFileSync(new URL('../../cdk.json', import.meta.url), 'utf8')) as {
   context: Record<string, unknown>;
@@ -40,7 +41,8 @@ export function synthesize(context: Record<string, unknown> = {}, options: Synth
       ...context,
     },
   });
-  const stack = new ChatProxyStack(app, 'ChatProxy', { env: testEnv });
+  // Named as infra/app.ts names it, so a `stackName` in the context works here too.
+  const stack = new ChatProxyStack(app, readStackName(app.node), { env: testEnv });
   return { app, stack, template: Template.fromStack(stack) };
 }
 
@@ -80,7 +82,7 @@ export function synthesizeWithNag(context: Record<string, unknown> = {}): NagRep
       '@aws-cdk/core:failSynthOnValidationErrors': false,
     },
   });
-  new ChatProxyStack(app, 'ChatProxy', { env: testEnv });
+  new ChatProxyStack(app, readStackName(app.node), { env: testEnv });
   Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
   const assembly = app.synth();
   const report = JSON.parse(readFileSync(join(assembly.directory, 'validation-report.json'), 'utf8')) as {

@@ -111,6 +111,20 @@ describe('request logs', () => {
 });
 
 describe('EMF metrics', () => {
+  it("name the stack's service, as POWERTOOLS_SERVICE_NAME says, in logs and metrics", async () => {
+    vi.resetModules();
+    process.env.POWERTOOLS_SERVICE_NAME = 'chat-proxy-staging';
+    const staging = await loadHandler('post-chat');
+    delete process.env.POWERTOOLS_SERVICE_NAME;
+
+    const lines = await captured(() => turn(staging, { content: 'hi' }));
+
+    expect(lines.find((line) => line.message === 'request')?.service).toBe('chat-proxy-staging');
+    const emf = lines.filter((line) => '_aws' in line);
+    expect(emf.length).toBeGreaterThan(0);
+    for (const line of emf) expect(line.service).toBe('chat-proxy-staging');
+  });
+
   it('count turns, upstream latency and tokens per tenant in the ChatProxy namespace', async () => {
     const lines = await captured(() => turn(postChat, { content: 'hi' }));
 
