@@ -189,7 +189,8 @@ export interface ChatRepository {
    * Appends the user message and its reply together (both or neither) with the chat's usage and
    * releases the lease, only if the lease is still this turn's and the chat was not cleared since
    * it began; keeps the turn's answer in its idempotency record in the same step. Then adds the
-   * usage to the tenant's totals. Safe to send again: a commit that already ran answers `stored`.
+   * usage to the tenant's totals. Safe to send again: a commit that already ran answers as it did
+   * (`stored`, or `cleared` for one refused for a clear), unless another turn's commit came between.
    */
   commitTurn(chat: ChatRef, lease: TurnLease, turn: TurnRecord): Promise<CommitResult>;
   /**

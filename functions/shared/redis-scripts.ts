@@ -1,7 +1,8 @@
 /**
  * The Lua scripts of the chat repository. Each runs atomically inside Redis and touches the keys
- * of one chat only (one hash slot), so it stays valid on Redis Cluster; the exceptions,
- * beginTurnOnOneNode and commitTurnOnOneNode, are only sent to a single node. Every chat script takes
+ * of one hash slot only (one chat's, or one tenant's: tenantTurn and the idempotency scripts), so
+ * it stays valid on Redis Cluster; the exceptions, beginTurnOnOneNode and commitTurnOnOneNode, which
+ * take the tenant's keys after the chat's, are only sent to a single node. Every chat script takes
  * the same keys first, in this order (see `chat-repository.ts` for the layout); commitTurn and
  * renewLease take one more, the turn request's idempotency record (in the chat's slot too):
  *
@@ -63,15 +64,16 @@ end
 
 /**
  * Keeps a request's answer in its idempotency record, for replay: the record it claimed, or a new
- * one if that ran out meanwhile. A record another body claimed since is left to that request.
+ * one if that ran out meanwhile (its claim is still listed in the set). A record another body
+ * claimed since is left to that request, and one deleted with its chat is not brought back.
  */
 const completeRecord = `
 local function complete_record(record, set, fingerprint, response, keep_seconds)
   local held = redis.call('GET', record)
   if held and cjson.decode(held).fingerprint ~= fingerprint then return 0 end
+  if not held and redis.call('SISMEMBER', set, record) == 0 then return 0 end
   redis.call('SET', record, cjson.encode({state = 'done', fingerprint = fingerprint, response = response}),
     'EX', keep_seconds)
-  redis.call('SADD', set, record)
   return 1
 end
 `;

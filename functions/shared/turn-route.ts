@@ -7,6 +7,8 @@ import type { Reply } from './streaming-route';
 import { runTurn, streamTurn, type TurnReply } from './turn';
 
 const { leaseMs } = loadTurnConfig();
+/** Beyond a turn's wait and lease: the time between the claim and the first lease request. */
+const CLAIM_MARGIN_MS = 1000;
 
 /** What a retry of a turn gets: the turn's JSON answer (a stream replays it as events). */
 function keptAnswer(result: TurnReply): StoredResponse {
@@ -46,9 +48,10 @@ export async function answerTurn(
         : runTurn(chat, user, { waitMs, keep });
     },
     (result) => (result === undefined ? undefined : keptAnswer(result)),
-    // A retry finds the key running while the turn waits for its chat and while it runs; a
-    // streamed turn renews it with its lease.
-    { runningMs: leaseMs + waitMs },
+    // A retry finds the key running while the turn waits for its chat and while it runs (the
+    // lease may be taken a little after the wait's end: the margin); a streamed turn renews it
+    // with its lease.
+    { runningMs: leaseMs + waitMs + CLAIM_MARGIN_MS },
   );
 
   if ('result' in outcome) {

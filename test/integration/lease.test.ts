@@ -1,3 +1,4 @@
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { apiEvent, uniqueId } from '../support/events';
 import { startFakeOpenAi } from '../support/fake-openai';
@@ -11,7 +12,11 @@ process.env.TURN_LEASE_MS = '200';
 const postChat = await loadHandler('post-chat');
 const getChat = await loadHandler('get-chat');
 
-afterAll(() => fake.close());
+const redis = new Redis(process.env.REDIS_URL as string);
+afterAll(async () => {
+  redis.disconnect();
+  await fake.close();
+});
 // A first turn loads the tokenizer, so the timings below are the lease's alone.
 beforeAll(() =>
   postChat(
@@ -116,8 +121,11 @@ describe("a turn's Idempotency-Key", () => {
     fake.enqueue({ content: 'a b c d e f g h', chunkDelayMs: 80 });
 
     const holder = postChat(turn({ content: 'long', stream: true }));
-    await sleep(50);
+    // The holder has the chat once OpenAI sees its request; the waiting turn's key is claimed
+    // once its record exists. The retry comes after a lease's time (200 ms) from that claim.
+    await expect.poll(() => fake.requestsTo('/chat/completions').length).toBe(1);
     const waiting = postChat(keyed({ content: 'patient', wait_ms: 2000 }, key));
+    await expect.poll(async () => (await redis.keys(`*${chatId}*:idem:*`)).length).toBe(1);
     await sleep(300);
     const retry = await postChat(keyed({ content: 'patient', wait_ms: 2000 }, key));
     const [, waited] = await Promise.all([holder, waiting]);

@@ -152,6 +152,45 @@ describe('a commit sent twice (the repository)', () => {
   });
 });
 
+describe('an idempotency record (the repository)', () => {
+  const repository = new RedisChatRepository({ maxPageBytes: 1 << 20 }, (operation) => operation(redis));
+  const answer = { statusCode: 200, headers: {}, body: '{}' };
+
+  it('is kept anew when its claim ran out while the request ran', async () => {
+    const scope = { tenant, chatId };
+    await repository.claimIdempotency(scope, 'a'.repeat(64), 'body', 1);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+
+    await repository.completeIdempotency(scope, 'a'.repeat(64), 'body', answer, 60);
+
+    expect(await repository.claimIdempotency(scope, 'a'.repeat(64), 'body', 1000)).toEqual({
+      state: 'done',
+      response: answer,
+    });
+  });
+
+  it('is not brought back when its chat was deleted while the request ran', async () => {
+    const scope = { tenant, chatId };
+    await repository.claimIdempotency(scope, 'b'.repeat(64), 'body', 60_000);
+    await repository.deleteChat(scope);
+
+    await repository.completeIdempotency(scope, 'b'.repeat(64), 'body', answer, 60);
+
+    expect(await redis.keys(`*${chatId}*`)).toEqual([]);
+  });
+
+  it("is left to another body's claim", async () => {
+    const scope = { tenant, chatId };
+    await repository.claimIdempotency(scope, 'c'.repeat(64), 'other body', 60_000);
+
+    await repository.completeIdempotency(scope, 'c'.repeat(64), 'body', answer, 60);
+
+    expect(await repository.claimIdempotency(scope, 'c'.repeat(64), 'other body', 1000)).toEqual({
+      state: 'running',
+    });
+  });
+});
+
 describe('an idempotent turn whose commit timed out after it ran', () => {
   it('fails, and its retry replays the stored answer instead of running the turn again', async () => {
     const headers = { 'Idempotency-Key': uniqueId('idem') };

@@ -128,13 +128,36 @@ describe('on a single node in cluster mode, used without REDIS_CLUSTER', () => {
     expect(await clustered.commitTurn(chat, begun.lease, turn)).toBe('stored');
     expect((await clustered.getUsage(chat.tenant)).turns).toBe(1);
 
-    // A turn refused (its lease gone) takes back the usage it added beside the commit, once.
+    // A turn refused (its lease gone) takes back the usage it added beside the commit.
     const late = await clustered.beginTurn(chat, 10_000);
     if (!late.acquired) throw new Error('busy');
     await node.redis.del(keys.chat(chat).lease);
     expect(await clustered.commitTurn(chat, late.lease, turn)).toBe('lease_lost');
-    expect(await clustered.commitTurn(chat, late.lease, turn)).toBe('lease_lost');
     expect((await clustered.getUsage(chat.tenant)).turns).toBe(1);
+  });
+
+  it("adds a turn's usage to its tenant once however often it is sent, and takes back only that", async () => {
+    const tenant = keys.tenant(uniqueId('t'));
+    const marker = tenant.counted('00000000-0000-4000-8000-000000000000');
+    node.redis.defineCommand('tenantTurnScript', { numberOfKeys: 3, lua: scripts.tenantTurn });
+    const send = (sign: 1 | -1) =>
+      (node.redis as unknown as Record<string, (...args: unknown[]) => Promise<number>>).tenantTurnScript?.(
+        tenant.usage,
+        tenant.chats,
+        marker,
+        sign * 3,
+        sign * 2,
+        sign * 5,
+        sign,
+        Date.now(),
+        '',
+        60_000,
+      );
+
+    expect([await send(1), await send(1)]).toEqual([1, 0]);
+    expect(await node.redis.hget(tenant.usage, 'turns')).toBe('1');
+    expect([await send(-1), await send(-1)]).toEqual([1, 0]);
+    expect(await node.redis.hget(tenant.usage, 'turns')).toBe('0');
   });
 });
 
