@@ -10,6 +10,7 @@ import {
 import { CfnACL, CfnCluster, CfnSubnetGroup, CfnUser } from 'aws-cdk-lib/aws-memorydb';
 import { Secret } from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
+import { APP_USER_ACCESS_STRING } from '../store-access';
 
 /** The port the cluster listens on (TLS only). */
 export const STORE_PORT = 6379;
@@ -89,8 +90,8 @@ export class MemoryDbStore extends Construct {
 
     const user = new CfnUser(this, 'User', {
       userName: this.userName,
-      // The whole store belongs to this service; MemoryDB itself withholds administrative commands.
-      accessString: 'on ~* &* +@all',
+      // Only the commands the functions send, on the service's keys (see store-access.ts).
+      accessString: APP_USER_ACCESS_STRING,
       authenticationMode: { Type: 'password', Passwords: [password] },
     });
     const acl = new CfnACL(this, 'Acl', { aclName: `${base}-acl`, userNames: [this.userName] });

@@ -1,7 +1,9 @@
 import { Match } from 'aws-cdk-lib/assertions';
 import { describe, expect, it } from 'vitest';
 import { routes } from '../../functions/routes';
+import { loadRedisConfig } from '../../functions/shared/config';
 import { memoryDbName } from '../../infra/constructs/memorydb-store';
+import { APP_USER_ACCESS_STRING } from '../../infra/store-access';
 import { resourcesByRoute, synthesize } from './synth';
 
 type Template = ReturnType<typeof synthesize>['template'];
@@ -231,6 +233,8 @@ describe('ChatProxyStack with storage "provisioned"', () => {
       });
       template.hasResourceProperties('AWS::MemoryDB::User', {
         UserName: 'chatproxy-app',
+        // The access string cluster.test.ts runs every handler under; never the whole store.
+        AccessString: APP_USER_ACCESS_STRING,
         AuthenticationMode: {
           Type: 'password',
           Passwords: [
@@ -271,6 +275,16 @@ describe('ChatProxyStack with storage "provisioned"', () => {
         expect(byRoute.get(route.id)?.environment.REDIS_SECRET_ARN, route.id).toEqual({ Ref: urlSecret });
         expect(byRoute.get(route.id)?.readableSecrets, route.id).toContainEqual({ Ref: urlSecret });
         expect(byRoute.get(route.id)?.readableSecrets, route.id).not.toContainEqual({ Ref: passwordSecret });
+      }
+    });
+
+    it("lets the store user reach exactly the functions' keys: their default prefix, which the stack keeps", () => {
+      const { keyPrefix } = loadRedisConfig({ REDIS_URL: 'redis://localhost' });
+      expect(APP_USER_ACCESS_STRING.split(' ').filter((rule) => rule.startsWith('~'))).toEqual([
+        `~${keyPrefix}:*`,
+      ]);
+      for (const { route, environment } of byRoute.values()) {
+        expect(environment, route.id).not.toHaveProperty('REDIS_KEY_PREFIX');
       }
     });
 

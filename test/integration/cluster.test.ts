@@ -1,13 +1,34 @@
+import { Cluster, Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
+import { APP_USER_ACCESS_STRING } from '../../infra/store-access';
 import { apiEvent, uniqueId } from '../support/events';
 import { startFakeOpenAi } from '../support/fake-openai';
 import { loadHandler } from '../support/handlers';
 import { keysPerNode, spawnRedisCluster } from '../support/redis-cluster';
 
-// The same handlers against a real three-node Redis Cluster, as on MemoryDB in cluster mode.
+// The same handlers against a real three-node Redis Cluster, as on MemoryDB in cluster mode, and
+// as the user the stack creates there: with its access string, so a command the functions need
+// and the user may not send fails here first.
 const cluster = await spawnRedisCluster();
 const fake = await startFakeOpenAi();
-process.env.REDIS_URL = cluster.url;
+const APP_USER = 'chatproxy-app';
+const APP_PASSWORD = 'cluster-test-password';
+for (const port of cluster.ports) {
+  const admin = new Redis(port, '127.0.0.1');
+  await admin.call(
+    'ACL',
+    'SETUSER',
+    APP_USER,
+    'reset',
+    ...APP_USER_ACCESS_STRING.split(' '),
+    `>${APP_PASSWORD}`,
+  );
+  admin.disconnect();
+}
+const appUrl = new URL(cluster.url);
+appUrl.username = APP_USER;
+appUrl.password = APP_PASSWORD;
+process.env.REDIS_URL = appUrl.toString();
 process.env.REDIS_CLUSTER = 'true';
 process.env.OPENAI_BASE_URL = fake.baseURL;
 
@@ -83,5 +104,26 @@ describe('on a Redis Cluster', () => {
 
     expect(erased).toEqual({ deleted: 11 });
     expect(JSON.parse((await tenantCall(listChats, 'GET', '/chats')).body).chats).toEqual([]);
+  });
+
+  it("gives the functions' user nothing beyond the commands they send, on the service's keys", async () => {
+    const app = new Cluster([{ host: '127.0.0.1', port: cluster.ports[0] as number }], {
+      redisOptions: { username: APP_USER, password: APP_PASSWORD },
+    });
+    try {
+      expect(await app.set('chat-proxy:{t:acl}:probe', '1')).toBe('OK');
+      for (const refused of [
+        () => app.set('elsewhere:{t:acl}:probe', '1'),
+        () => app.call('FLUSHALL'),
+        () => app.call('CONFIG', 'GET', 'maxmemory'),
+        () => app.call('KEYS', '*'),
+        () => app.call('SCRIPT', 'FLUSH'),
+        () => app.call('CLIENT', 'KILL', 'ID', '1'),
+      ]) {
+        await expect(refused()).rejects.toThrow(/NOPERM/);
+      }
+    } finally {
+      app.disconnect();
+    }
   });
 });
