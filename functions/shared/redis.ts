@@ -79,7 +79,51 @@ async function createClient(): Promise<RedisClient> {
   client.on('ready', () => {
     reported = false;
   });
+  if (client instanceof Cluster) await clusterReady(client);
   return client;
+}
+
+/**
+ * Waits until a cluster client knows the cluster's layout, at most a connect and a command
+ * timeout. The cluster client keeps no offline queue (see `clusterClient`), so it must be ready
+ * before the first command; a cluster unreachable now answers 503 and the next request tries
+ * afresh. A cluster that refused our credentials has the secret read again next time.
+ */
+async function clusterReady(client: Cluster): Promise<void> {
+  let lastError: unknown;
+  let remember: (error: unknown) => void = () => undefined;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(lastError ?? new Error('The Redis Cluster did not become ready in time')),
+        redisConfig.connectTimeoutMs + redisConfig.commandTimeoutMs,
+      );
+      remember = (error: unknown) => {
+        lastError = error;
+        // Refused credentials will not get better by waiting.
+        if (AUTH_ERROR.test(String((error as Error).message))) {
+          clearTimeout(timer);
+          reject(error);
+        }
+      };
+      client.on('node error', remember);
+      client.once('ready', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  } catch (error) {
+    client.disconnect();
+    if (AUTH_ERROR.test(String((lastError as Error | undefined)?.message))) {
+      refreshSecret = true;
+      throw new StorageUnavailableError('Chat storage refused our credentials, try again shortly', {
+        cause: error,
+      });
+    }
+    throw new StorageUnavailableError(undefined, { cause: error });
+  } finally {
+    client.off('node error', remember);
+  }
 }
 
 /**
@@ -91,6 +135,9 @@ function clusterClient(url: string, options: RedisOptions, retry: (attempt: numb
   const tls = parsed.protocol === 'rediss:';
   return new Cluster([{ host: parsed.hostname, port: Number(parsed.port || 6379) }], {
     clusterRetryStrategy: retry,
+    // While the cluster is unreachable a command fails at once (503) instead of waiting in a
+    // queue until the Lambda times out; `clusterReady` waits for the layout before the first.
+    enableOfflineQueue: false,
     dnsLookup: (address, callback) => callback(null, address),
     slotsRefreshTimeout: redisConfig.connectTimeoutMs,
     redisOptions: {

@@ -11,6 +11,11 @@ export interface RedisClusterProcess {
   /** A URL of one node; the cluster client discovers the others. */
   readonly url: string;
   readonly ports: readonly number[];
+  /** Stops every node (SIGTERM to each pid) and waits for them to exit. */
+  stop(): Promise<void>;
+  /** Starts the same nodes again, the same cluster, and waits until it is ok. */
+  start(): Promise<void>;
+  /** Stops it for good and removes its scratch folder. */
   dispose(): Promise<void>;
 }
 
@@ -25,7 +30,7 @@ export async function spawnRedisCluster(): Promise<RedisClusterProcess> {
     const port = await freeClusterPort();
     if (!ports.includes(port)) ports.push(port);
   }
-  const children: ChildProcess[] = ports.map((port) =>
+  const spawnNode = (port: number): ChildProcess =>
     spawn(
       'redis-server',
       [
@@ -45,9 +50,9 @@ export async function spawnRedisCluster(): Promise<RedisClusterProcess> {
         'no',
       ],
       { stdio: 'ignore' },
-    ),
-  );
-  const dispose = async () => {
+    );
+  let children: ChildProcess[] = ports.map(spawnNode);
+  const stop = async () => {
     await Promise.all(
       children.map(
         (child) =>
@@ -58,7 +63,16 @@ export async function spawnRedisCluster(): Promise<RedisClusterProcess> {
           }),
       ),
     );
+  };
+  const dispose = async () => {
+    await stop();
     rmSync(dir, { recursive: true, force: true });
+  };
+  // Each node keeps the cluster's layout in its nodes-<port>.conf, so the same nodes come back
+  // as the same cluster (no persistence: empty).
+  const start = async () => {
+    children = ports.map(spawnNode);
+    for (const port of ports) await waitFor(() => clusterOk(port), 20_000);
   };
   try {
     for (const port of ports) await waitFor(() => ping(port), 10_000);
@@ -75,7 +89,7 @@ export async function spawnRedisCluster(): Promise<RedisClusterProcess> {
     await dispose();
     throw error;
   }
-  return { url: `redis://127.0.0.1:${ports[0]}`, ports, dispose };
+  return { url: `redis://127.0.0.1:${ports[0]}`, ports, stop, start, dispose };
 }
 
 /**
