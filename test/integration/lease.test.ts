@@ -1,5 +1,6 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { warmUpTurn } from '../support/chat-scope';
 import { apiEvent, uniqueId } from '../support/events';
 import { startFakeOpenAi } from '../support/fake-openai';
 import { loadHandler } from '../support/handlers';
@@ -18,17 +19,7 @@ afterAll(async () => {
   await fake.close();
 });
 // A first turn loads the tokenizer, so the timings below are the lease's alone.
-beforeAll(() =>
-  postChat(
-    apiEvent({
-      method: 'POST',
-      resource: '/{chat_id}/chat',
-      chatId: uniqueId('warm'),
-      apiKeyId: 'warm',
-      json: { content: 'hi' },
-    }),
-  ),
-);
+beforeAll(() => warmUpTurn(postChat));
 
 let tenant: string;
 let chatId: string;

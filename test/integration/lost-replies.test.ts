@@ -1,5 +1,6 @@
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freshChatPerTest, historyOf, turnEvent, warmUpTurn } from '../support/chat-scope';
 import { apiEvent, uniqueId } from '../support/events';
 import { startFakeOpenAi } from '../support/fake-openai';
 import { loadHandler } from '../support/handlers';
@@ -22,18 +23,8 @@ const getChat = await loadHandler('get-chat');
 const getUsage = await loadHandler('get-usage');
 const redis = new Redis(direct.toString());
 
-// The first turn loads the tokenizer (a pause of its own); no fault is armed for it.
-beforeAll(() =>
-  postChat(
-    apiEvent({
-      method: 'POST',
-      resource: '/{chat_id}/chat',
-      chatId: uniqueId('warm'),
-      apiKeyId: 'warm',
-      json: { content: 'hi' },
-    }),
-  ),
-);
+// No fault is armed for the first turn, which loads the tokenizer.
+beforeAll(() => warmUpTurn(postChat));
 
 afterAll(async () => {
   redis.disconnect();
@@ -41,23 +32,14 @@ afterAll(async () => {
   await fake.close();
 });
 
-let tenant: string;
-let chatId: string;
-beforeEach(() => {
-  fake.reset();
-  tenant = uniqueId('t');
-  chatId = uniqueId('c');
-});
-
+const scope = freshChatPerTest(fake);
 const turn = (json: Record<string, unknown>, headers: Record<string, string> = {}) =>
-  apiEvent({ method: 'POST', resource: '/{chat_id}/chat', chatId, apiKeyId: tenant, json, headers });
-const history = async () =>
-  JSON.parse((await getChat(apiEvent({ resource: '/{chat_id}/chat', chatId, apiKeyId: tenant }))).body) as {
-    role: string;
-    content: string;
-  }[];
+  turnEvent(scope, json, headers);
+const history = () => historyOf(getChat, scope);
 const usage = async () =>
-  JSON.parse((await getUsage(apiEvent({ resource: '/usage', path: '/usage', apiKeyId: tenant }))).body) as {
+  JSON.parse(
+    (await getUsage(apiEvent({ resource: '/usage', path: '/usage', apiKeyId: scope.tenant }))).body,
+  ) as {
     turns: number;
   };
 
@@ -99,25 +81,25 @@ describe('a commit sent twice (the repository)', () => {
     usage: { prompt_tokens: 5, completion_tokens: 6, total_tokens: 11 },
   });
   const begin = async () => {
-    const begun = await repository.beginTurn({ tenant, chatId }, 10_000);
+    const begun = await repository.beginTurn({ ...scope }, 10_000);
     if (!begun.acquired) throw new Error('the chat is busy');
     return begun.lease;
   };
 
   it('answers stored again without storing again or counting the usage twice', async () => {
-    const chat = { tenant, chatId };
+    const chat = { ...scope };
     const lease = await begin();
 
     expect(await repository.commitTurn(chat, lease, record('once'))).toBe('stored');
     expect(await repository.commitTurn(chat, lease, record('once'))).toBe('stored');
 
     expect((await repository.getMessages(chat, {})).messages).toHaveLength(2);
-    expect((await repository.getUsage(tenant)).turns).toBe(1);
+    expect((await repository.getUsage(scope.tenant)).turns).toBe(1);
     expect((await repository.getChatInfo(chat))?.usage.turns).toBe(1);
   });
 
   it('answers stored again while the next turn already holds the chat', async () => {
-    const chat = { tenant, chatId };
+    const chat = { ...scope };
     const first = await begin();
     expect(await repository.commitTurn(chat, first, record('first'))).toBe('stored');
     const next = await begin();
@@ -128,7 +110,7 @@ describe('a commit sent twice (the repository)', () => {
   });
 
   it('answers cleared again to a commit refused for a clear', async () => {
-    const chat = { tenant, chatId };
+    const chat = { ...scope };
     const lease = await begin();
     await repository.clearMessages(chat);
 
@@ -138,7 +120,7 @@ describe('a commit sent twice (the repository)', () => {
   });
 
   it('still refuses an earlier turn once a later one was stored', async () => {
-    const chat = { tenant, chatId };
+    const chat = { ...scope };
     const early = await begin();
     await redis.del(keys.chat(chat).lease); // as if its lease expired
     const late = await begin();
@@ -157,7 +139,6 @@ describe('an idempotency record (the repository)', () => {
   const answer = { statusCode: 200, headers: {}, body: '{}' };
 
   it('is kept anew when its claim ran out while the request ran', async () => {
-    const scope = { tenant, chatId };
     await repository.claimIdempotency(scope, 'a'.repeat(64), 'body', 1);
     await new Promise((resolve) => setTimeout(resolve, 20));
 
@@ -170,17 +151,15 @@ describe('an idempotency record (the repository)', () => {
   });
 
   it('is not brought back when its chat was deleted while the request ran', async () => {
-    const scope = { tenant, chatId };
     await repository.claimIdempotency(scope, 'b'.repeat(64), 'body', 60_000);
     await repository.deleteChat(scope);
 
     await repository.completeIdempotency(scope, 'b'.repeat(64), 'body', answer, 60);
 
-    expect(await redis.keys(`*${chatId}*`)).toEqual([]);
+    expect(await redis.keys(`*${scope.chatId}*`)).toEqual([]);
   });
 
   it("is left to another body's claim", async () => {
-    const scope = { tenant, chatId };
     await repository.claimIdempotency(scope, 'c'.repeat(64), 'other body', 60_000);
 
     await repository.completeIdempotency(scope, 'c'.repeat(64), 'body', answer, 60);
