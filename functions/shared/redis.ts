@@ -6,7 +6,8 @@ import { getSecretString } from './secrets';
 
 export const redisConfig = loadRedisConfig();
 
-const AUTH_ERROR = /^(WRONGPASS|NOAUTH|NOPERM)\b/;
+/** Redis refused our credentials (a rotated password): the URL secret is worth reading again. */
+const AUTH_ERROR = /^(WRONGPASS|NOAUTH)\b/;
 
 /** A single node or a cluster: the repository works the same on both. */
 export type RedisClient = Redis | Cluster;
@@ -90,13 +91,34 @@ async function createClient(): Promise<RedisClient> {
  * afresh. A cluster that refused our credentials has the secret read again next time.
  */
 async function clusterReady(client: Cluster): Promise<void> {
+  try {
+    await untilReady(client, redisConfig.connectTimeoutMs + redisConfig.commandTimeoutMs);
+  } catch (error) {
+    client.disconnect();
+    if (AUTH_ERROR.test(String((error as Error).message))) {
+      refreshSecret = true;
+      throw new StorageUnavailableError('Chat storage refused our credentials, try again shortly', {
+        cause: error,
+      });
+    }
+    throw new StorageUnavailableError(undefined, { cause: error });
+  }
+}
+
+/**
+ * Resolves once the cluster client is ready, at once if it is; rejects after `timeoutMs`, or as
+ * soon as a node refuses our credentials, with the last node error seen.
+ */
+async function untilReady(client: Cluster, timeoutMs: number): Promise<void> {
+  if (client.status === 'ready') return;
   let lastError: unknown;
   let remember: (error: unknown) => void = () => undefined;
+  let ready: () => void = () => undefined;
   try {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(
         () => reject(lastError ?? new Error('The Redis Cluster did not become ready in time')),
-        redisConfig.connectTimeoutMs + redisConfig.commandTimeoutMs,
+        timeoutMs,
       );
       remember = (error: unknown) => {
         lastError = error;
@@ -106,23 +128,16 @@ async function clusterReady(client: Cluster): Promise<void> {
           reject(error);
         }
       };
-      client.on('node error', remember);
-      client.once('ready', () => {
+      ready = () => {
         clearTimeout(timer);
         resolve();
-      });
+      };
+      client.on('node error', remember);
+      client.once('ready', ready);
     });
-  } catch (error) {
-    client.disconnect();
-    if (AUTH_ERROR.test(String((lastError as Error | undefined)?.message))) {
-      refreshSecret = true;
-      throw new StorageUnavailableError('Chat storage refused our credentials, try again shortly', {
-        cause: error,
-      });
-    }
-    throw new StorageUnavailableError(undefined, { cause: error });
   } finally {
     client.off('node error', remember);
+    client.off('ready', ready);
   }
 }
 
@@ -166,6 +181,11 @@ export async function withRedis<T>(operation: (redis: RedisClient) => Promise<T>
     }
   }
   try {
+    // A cluster client reconnecting (its connections dropped: an idle timeout while the Lambda
+    // was frozen, a failover) queues nothing: wait for it a connect timeout, then fail fast.
+    if (redis instanceof Cluster && redis.status !== 'ready') {
+      await untilReady(redis, redisConfig.connectTimeoutMs);
+    }
     return await operation(redis);
   } catch (error) {
     if (error instanceof ReplyError && !AUTH_ERROR.test(String((error as Error).message))) throw error;

@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import { type Cluster, Redis } from 'ioredis';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { apiEvent, uniqueId } from '../support/events';
 import { startFakeOpenAi } from '../support/fake-openai';
@@ -73,6 +73,34 @@ describe('when the Redis Cluster goes down and comes back', () => {
     await expect.poll(async () => (await getSystem(systemEvent)).statusCode, { timeout: 15_000 }).toBe(200);
     expect((await postChat(turnEvent('after'))).statusCode).toBe(200);
   }, 60_000);
+
+  it('rides out a reconnect: a request while every connection of the client is being re-made is served', async () => {
+    process.env.REDIS_URL = cluster.url;
+    vi.resetModules();
+    const getSystem = await loadHandler('get-system');
+    const postChat = await loadHandler('post-chat');
+    const { getRedis } = await import('../../functions/shared/redis');
+    expect((await getSystem(systemEvent)).statusCode).toBe(200);
+    const client = (await getRedis()) as Cluster;
+    await Promise.all(client.nodes('master').map((node) => node.ping()));
+
+    // As when a server's idle timeout closes a frozen Lambda's connections, or on a failover: the
+    // client drops its layout and makes it again, which takes it out of "ready" for a moment.
+    for (const port of cluster.ports) {
+      const admin = new Redis(port, '127.0.0.1');
+      await admin.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+      admin.disconnect();
+    }
+    await expect.poll(() => client.status, { interval: 1, timeout: 2000 }).not.toBe('ready');
+
+    const [system, turn] = await Promise.all([
+      getSystem(systemEvent),
+      postChat(turnEvent('during a reconnect')),
+    ]);
+
+    expect(system.statusCode).toBe(200);
+    expect(turn.statusCode).toBe(200);
+  });
 });
 
 describe('when the Redis Cluster refuses the password', () => {
