@@ -138,7 +138,8 @@ async function synthesize(
   const started = performance.now();
   const { code, output } = await runCommand(
     'npx',
-    ['cdk', 'synth', '--no-notices', '-q'],
+    // The default stack, whatever name cdk.json may give a deployment: the functions are the same.
+    ['cdk', 'synth', '--no-notices', '-q', '-c', 'stackName=ChatProxy'],
     {
       ...env,
       AWS_REGION: 'us-east-1',

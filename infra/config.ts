@@ -1,5 +1,6 @@
 import { Period } from 'aws-cdk-lib/aws-apigateway';
 import type { Node } from 'constructs';
+import { APP_USER_ACCESS_STRING } from './store-access';
 
 /**
  * The deployment settings, read from CDK context (`cdk.json` or `cdk deploy -c key=value`). This is
@@ -145,6 +146,11 @@ export interface MemoryDbSettings {
    * @default 1
    */
   readonly replicasPerShard: number;
+  /**
+   * The functions' user's access string (`memoryDbAccessString`).
+   * @default APP_USER_ACCESS_STRING: only the commands the functions send, on their keys
+   */
+  readonly accessString: string;
 }
 
 export class StackConfigError extends Error {
@@ -171,10 +177,12 @@ export function readStackName(node: Node): string {
   }
   // CloudFormation allows 128 characters; the names built from it (API keys, alarms, MemoryDB)
   // need room for their suffixes.
-  if (typeof value !== 'string' || !/^[A-Za-z][A-Za-z0-9-]{0,63}$/.test(value)) {
+  // `chat-proxy` is the default stack's metrics service (see appMetrics): another stack of that
+  // name would share its metrics and alarms.
+  if (typeof value !== 'string' || !/^[A-Za-z][A-Za-z0-9-]{0,63}$/.test(value) || value === 'chat-proxy') {
     throw new StackConfigError(
       'stackName',
-      'a letter, then letters, digits and "-" (1-64 characters)',
+      'a letter, then letters, digits and "-" (1-64 characters), other than "chat-proxy"',
       value,
     );
   }
@@ -225,6 +233,8 @@ export function readStackConfig(node: Node): StackConfig {
           max: 5,
           integer: true,
         }) ?? 1,
+      accessString:
+        accessString(raw('memoryDbAccessString'), 'memoryDbAccessString') ?? APP_USER_ACCESS_STRING,
     },
     natGateways: numberIn(raw('natGateways'), 'natGateways', { min: 1, max: 2, integer: true }) ?? 2,
     corsOrigins: origins(raw('corsOrigins'), 'corsOrigins'),
@@ -294,6 +304,27 @@ function secretArn(value: unknown, key: string): string | undefined {
     );
   }
   return value.trim();
+}
+
+/**
+ * A MemoryDB access string: rules separated by spaces, starting with `on`, without `reset` or a
+ * password (MemoryDB refuses both; the password is the stack's).
+ */
+function accessString(value: unknown, key: string): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  const rules = typeof value === 'string' ? value.trim().split(/\s+/) : [];
+  if (
+    rules[0] !== 'on' ||
+    rules.some((rule) => /^(reset|nopass|[<>#!])/.test(rule)) ||
+    String(value).length > 2048
+  ) {
+    throw new StackConfigError(
+      key,
+      'an access string starting with "on", without "reset" or a password',
+      value,
+    );
+  }
+  return rules.join(' ');
 }
 
 function stageName(value: unknown, key: string): string | undefined {

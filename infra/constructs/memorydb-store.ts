@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Fn, SecretValue, Stack, Validations } from 'aws-cdk-lib';
 import {
   Connections,
@@ -27,6 +28,11 @@ export interface MemoryDbStoreProps {
    * @default 1
    */
   readonly shards?: number;
+  /**
+   * The functions' user's access string.
+   * @default APP_USER_ACCESS_STRING
+   */
+  readonly accessString?: string;
   /**
    * Replicas per shard, each in another Availability Zone; with none, a failed node is replaced
    * from the transaction log but the store is unavailable meanwhile.
@@ -91,7 +97,7 @@ export class MemoryDbStore extends Construct {
     const user = new CfnUser(this, 'User', {
       userName: this.userName,
       // Only the commands the functions send, on the service's keys (see store-access.ts).
-      accessString: APP_USER_ACCESS_STRING,
+      accessString: props.accessString ?? APP_USER_ACCESS_STRING,
       authenticationMode: { Type: 'password', Passwords: [password] },
     });
     const acl = new CfnACL(this, 'Acl', { aclName: `${base}-acl`, userNames: [this.userName] });
@@ -152,14 +158,18 @@ export class MemoryDbStore extends Construct {
 
 /**
  * A MemoryDB name from the stack name: lowercase letters, digits and single hyphens, starting with
- * a letter, short enough for the suffixes (the limit is 40).
+ * a letter, short enough for the suffixes (the limit is 40). A name too long is cut and given a
+ * short hash of the whole stack name, so two long stack names alike in their first characters
+ * still get two clusters; a name that fits is kept as it is.
  */
 export function memoryDbName(stackName: string): string {
   const slug = stackName
     .toLowerCase()
     .replace(/[^a-z0-9]+/g, '-')
     .replace(/^[^a-z]+/, '')
-    .slice(0, 30)
     .replace(/-+$/, '');
-  return slug === '' ? 'chat-proxy' : slug;
+  if (slug === '') return 'chat-proxy';
+  if (slug.length <= 30) return slug;
+  const hash = createHash('sha256').update(stackName).digest('hex').slice(0, 6);
+  return `${slug.slice(0, 23).replace(/-+$/, '')}-${hash}`;
 }

@@ -18,23 +18,22 @@ import { FilterPattern, type ILogGroup, MetricFilter } from 'aws-cdk-lib/aws-log
 import { Topic } from 'aws-cdk-lib/aws-sns';
 import { EmailSubscription } from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
+import { DEFAULT_STACK_NAME } from '../config';
 
 /** The CloudWatch namespace of the functions' EMF metrics (Powertools `POWERTOOLS_METRICS_NAMESPACE`). */
 export const METRICS_NAMESPACE = 'ChatProxy';
 
 /**
  * Where a stack's functions put their EMF metrics (`POWERTOOLS_METRICS_NAMESPACE`,
- * `POWERTOOLS_SERVICE_NAME`). The `service` dimension is the stack's name in kebab case
- * (`chat-proxy` for `ChatProxy`), so two stacks in one account and Region keep their metrics, and
- * their alarms, apart. The alarms read them with exactly that dimension.
+ * `POWERTOOLS_SERVICE_NAME`). The `service` dimension is `chat-proxy` for the stack of the default
+ * name and any other stack's own name, unique in its account and Region like the stack's, so two
+ * stacks keep their metrics, and their alarms, apart. The alarms read exactly that dimension.
  */
 export function appMetrics(stackName: string): { readonly namespace: string; readonly service: string } {
-  const service = stackName
-    .replace(/([a-z0-9])([A-Z])/g, '$1-$2')
-    .replace(/([A-Z]+)([A-Z][a-z])/g, '$1-$2')
-    .replace(/[^A-Za-z0-9]+/g, '-')
-    .toLowerCase();
-  return { namespace: METRICS_NAMESPACE, service };
+  return {
+    namespace: METRICS_NAMESPACE,
+    service: stackName === DEFAULT_STACK_NAME ? 'chat-proxy' : stackName,
+  };
 }
 
 /** The metric the access log filter counts per API key, in `METRICS_NAMESPACE`. */
@@ -250,7 +249,7 @@ export class Monitoring extends Construct {
     );
     this.dashboard.addWidgets(
       graph('Busy chats and idempotent replays', [app('ChatBusy'), app('IdempotentReplays')]),
-      graph('Requests per API key', [perKeyRequests], 16),
+      graph('Requests per API key', perKeyRequests, 16),
     );
     if (props.memoryDbClusterName !== undefined) {
       const cluster = props.memoryDbClusterName;
@@ -269,7 +268,7 @@ export class Monitoring extends Construct {
    * It approximates the usage plan's count: the window slides instead of resetting with the
    * quota, so it may warn early but not late (for a monthly quota it warns on a 7-day pace).
    */
-  private quotaAlarms(props: MonitoringProps): IMetric {
+  private quotaAlarms(props: MonitoringProps): IMetric[] {
     new MetricFilter(this, 'RequestsPerApiKey', {
       logGroup: props.accessLogGroup,
       // Requests with a key, except those the usage plan turned away (429), which use no quota.
@@ -290,25 +289,26 @@ export class Monitoring extends Construct {
     const share = props.quotaWarning ?? 0.8;
     const limit = props.quota.limit ?? 10_000;
     const threshold = Math.ceil(share * limit * (windowDays / quotaDays));
+    const perKey: IMetric[] = [];
     for (const [name, apiKey] of props.apiKeys) {
+      const requests = new Metric({
+        namespace: METRICS_NAMESPACE,
+        metricName: REQUESTS_PER_API_KEY,
+        dimensionsMap: { apiKeyId: apiKey.keyId },
+        statistic: 'Sum',
+        period: Duration.days(windowDays),
+      });
+      perKey.push(requests.with({ period: Duration.minutes(5), label: name }));
       this.alarm(`Quota-${name}`, {
-        metric: new Metric({
-          namespace: METRICS_NAMESPACE,
-          metricName: REQUESTS_PER_API_KEY,
-          dimensionsMap: { apiKeyId: apiKey.keyId },
-          statistic: 'Sum',
-          period: Duration.days(windowDays),
-        }),
+        metric: requests,
         threshold,
         evaluationPeriods: 1,
         description: `Tenant "${name}" made ${threshold} requests in ${windowDays} day(s): ${share * 100}% of its quota of ${limit} per ${String(props.quota.period ?? Period.DAY).toLowerCase()} (approximate)`,
       });
     }
-    return new MathExpression({
-      expression: `SEARCH('{${METRICS_NAMESPACE},apiKeyId} MetricName="${REQUESTS_PER_API_KEY}"', 'Sum', 300)`,
-      label: '',
-      period: Duration.minutes(5),
-    });
+    // This stack's keys by tenant name (other stacks in the account count into the same metric,
+    // each under its own key ids).
+    return perKey;
   }
 
   /**

@@ -3,6 +3,7 @@ import { Period } from 'aws-cdk-lib/aws-apigateway';
 import { describe, expect, it } from 'vitest';
 import { readStackConfig, readStackName } from '../../infra/config';
 import { appMetrics } from '../../infra/constructs/monitoring';
+import { APP_USER_ACCESS_STRING } from '../../infra/store-access';
 import { cdkJsonContext, synthesize } from './synth';
 
 function configFrom(context: Record<string, unknown>) {
@@ -26,7 +27,12 @@ describe('readStackConfig', () => {
       quotaPeriod: Period.DAY,
       storage: 'external',
       redisCluster: false,
-      memoryDb: { nodeType: 'db.t4g.small', shards: 1, replicasPerShard: 1 },
+      memoryDb: {
+        nodeType: 'db.t4g.small',
+        shards: 1,
+        replicasPerShard: 1,
+        accessString: APP_USER_ACCESS_STRING,
+      },
       natGateways: 2,
       corsOrigins: undefined,
       wafRateLimit: undefined,
@@ -101,6 +107,7 @@ describe('readStackConfig', () => {
       memoryDbNodeType: 'db.r7g.large',
       memoryDbShards: '2',
       memoryDbReplicasPerShard: '0',
+      memoryDbAccessString: 'on ~* &* +@all',
       natGateways: '1',
       corsOrigins: 'https://app.example.com, http://localhost:5173',
       wafRateLimit: '2000',
@@ -109,7 +116,7 @@ describe('readStackConfig', () => {
 
     expect(config).toMatchObject({
       storage: 'provisioned',
-      memoryDb: { nodeType: 'db.r7g.large', shards: 2, replicasPerShard: 0 },
+      memoryDb: { nodeType: 'db.r7g.large', shards: 2, replicasPerShard: 0, accessString: 'on ~* &* +@all' },
       natGateways: 1,
       corsOrigins: ['https://app.example.com', 'http://localhost:5173'],
       wafRateLimit: 2000,
@@ -144,6 +151,9 @@ describe('readStackConfig', () => {
     { key: 'memoryDbNodeType', value: 'cache.t4g.small' },
     { key: 'memoryDbShards', value: 0 },
     { key: 'memoryDbReplicasPerShard', value: 6 },
+    { key: 'memoryDbAccessString', value: '+@all' },
+    { key: 'memoryDbAccessString', value: 'on reset ~* +@all' },
+    { key: 'memoryDbAccessString', value: 'on ~* +@all >secret' },
     { key: 'natGateways', value: 3 },
     { key: 'corsOrigins', value: ['https://app.example.com/'] },
     { key: 'corsOrigins', value: ['app.example.com'] },
@@ -180,17 +190,18 @@ describe('readStackName', () => {
   });
 
   it('refuses a name CloudFormation or the names built from it would not take', () => {
-    for (const bad of ['1proxy', 'chat_proxy', 'chat proxy', 'x'.repeat(65), 42]) {
+    for (const bad of ['1proxy', 'chat_proxy', 'chat proxy', 'x'.repeat(65), 42, 'chat-proxy']) {
       expect(() => named(bad), String(bad)).toThrow('Invalid CDK context "stackName"');
     }
   });
 });
 
 describe('appMetrics', () => {
-  it("makes each stack's service dimension its name in kebab case, in one namespace", () => {
+  it("makes each other stack's service dimension its own name, unique like the stack's, in one namespace", () => {
     expect(appMetrics('ChatProxy')).toEqual({ namespace: 'ChatProxy', service: 'chat-proxy' });
-    expect(appMetrics('ChatProxy-staging').service).toBe('chat-proxy-staging');
-    expect(appMetrics('ChatProxyStaging').service).toBe('chat-proxy-staging');
-    expect(appMetrics('APIProxy2').service).toBe('api-proxy2');
+    const others = ['ChatProxy-staging', 'ChatProxyStaging', 'chatproxy'].map(
+      (name) => appMetrics(name).service,
+    );
+    expect(others).toEqual(['ChatProxy-staging', 'ChatProxyStaging', 'chatproxy']);
   });
 });

@@ -181,8 +181,9 @@ describe('Monitoring, by default', () => {
       expect(dashboard).toContain(`\\"${metric}\\"`);
     }
     expect(dashboard).toContain('p99');
-    // One line per tenant, whatever keys exist.
-    expect(dashboard).toContain("SEARCH('{ChatProxy,apiKeyId}");
+    // One line per tenant of this stack, by name: not a search that would list other stacks' keys.
+    expect(dashboard).not.toContain('SEARCH(');
+    expect(dashboard).toContain('\\"label\\":\\"default\\"');
   });
 });
 
@@ -236,9 +237,9 @@ describe('Monitoring, with other quotas and an alarm e-mail', () => {
       }
       return value;
     });
-    expect([...services]).toEqual(['chat-proxy-staging']);
+    expect([...services]).toEqual(['ChatProxy-staging']);
     for (const fn of Object.values(template.findResources('AWS::Lambda::Function'))) {
-      expect(fn.Properties.Environment.Variables.POWERTOOLS_SERVICE_NAME).toBe('chat-proxy-staging');
+      expect(fn.Properties.Environment.Variables.POWERTOOLS_SERVICE_NAME).toBe('ChatProxy-staging');
     }
   });
 });

@@ -330,14 +330,33 @@ describe('ChatProxyStack with storage "provisioned"', () => {
   });
 });
 
+describe('ChatProxyStack with storage "provisioned" and memoryDbAccessString', () => {
+  it("gives the functions' user the access string the context sets", () => {
+    const { template } = synthesize({ storage: 'provisioned', memoryDbAccessString: 'on ~* &* +@all' });
+
+    template.hasResourceProperties('AWS::MemoryDB::User', { AccessString: 'on ~* &* +@all' });
+  });
+});
+
 describe('memoryDbName', () => {
   it.each([
     ['ChatProxy', 'chatproxy'],
     ['chat-proxy-prod', 'chat-proxy-prod'],
     ['Chat_Proxy--Staging', 'chat-proxy-staging'],
     ['1st-stack', 'st-stack'],
-    ['A'.repeat(50), 'a'.repeat(30)],
+    ['A'.repeat(30), 'a'.repeat(30)],
   ])('turns the stack name %s into the MemoryDB name %s', (stackName, expected) => {
     expect(memoryDbName(stackName)).toBe(expected);
+  });
+
+  it('gives two long stack names alike in their first characters two names within the limit', () => {
+    const first = memoryDbName(`ChatProxy-${'x'.repeat(30)}-staging`);
+    const second = memoryDbName(`ChatProxy-${'x'.repeat(30)}-production`);
+
+    expect(first).not.toBe(second);
+    for (const name of [first, second]) {
+      expect(name).toMatch(/^[a-z][a-z0-9-]{0,29}$/);
+      expect(name).not.toMatch(/--/);
+    }
   });
 });
