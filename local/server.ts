@@ -244,7 +244,9 @@ async function streamResult(
   // What the handler writes in one go (the head, a JSON body and the end) leaves in one packet;
   // an event stream's head is sent at once, so the client sees the stream open.
   let corked = false;
+  let eventStream = false;
   const uncork = () => {
+    if (!corked) return;
     corked = false;
     res.uncork();
   };
@@ -260,14 +262,21 @@ async function streamResult(
         Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value]),
       );
       res.writeHead(statusCode, cookies.length > 0 ? { ...lowerCased, 'set-cookie': cookies } : lowerCased);
-      if (String(lowerCased['content-type']).startsWith('text/event-stream')) res.flushHeaders();
+      eventStream = String(lowerCased['content-type']).startsWith('text/event-stream');
+      if (eventStream) res.flushHeaders();
     },
     write: (chunk) => {
       if (res.destroyed) return;
       cork();
       res.write(chunk);
     },
-    end: () => res.end(),
+    // An event stream is uncorked first: once its head has gone out, Node 24's end() on a corked
+    // response writes the closing chunk before what the cork held, so the client never sees the
+    // last event (`done`). A JSON answer's head, body and end still leave in one write.
+    end: () => {
+      if (eventStream) uncork();
+      res.end();
+    },
   });
   // A client that goes away closes the handler's stream, as in Lambda, so it can stop its work.
   res.once('close', () => {
