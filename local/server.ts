@@ -241,20 +241,17 @@ async function streamResult(
   event: APIGatewayProxyEvent,
   context: Context,
 ): Promise<void> {
-  // What the handler writes in one go (the head, a JSON body and the end) leaves in one packet;
-  // an event stream's head is sent at once, so the client sees the stream open.
-  let corked = false;
-  let eventStream = false;
-  const uncork = () => {
-    if (!corked) return;
-    corked = false;
-    res.uncork();
-  };
-  const cork = () => {
-    if (corked) return;
-    corked = true;
-    res.cork();
-    process.nextTick(uncork);
+  // What the handler writes in one go (the head, a JSON body and the end) leaves in one packet:
+  // the chunks of a tick are gathered and written together on the next, or with the end. (Not
+  // res.cork(): once the head has gone out, Node 24's end() on a corked response writes the
+  // closing chunk before what the cork held, and the client loses the tail of the body.) An event
+  // stream's head is sent at once, so the client sees the stream open.
+  let pending: Buffer[] = [];
+  const flush = () => {
+    if (pending.length === 0 || res.destroyed || res.writableEnded) return;
+    const data = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending);
+    pending = [];
+    res.write(data);
   };
   const stream = createResponseStream({
     head: ({ statusCode, headers = {}, cookies = [] }) => {
@@ -262,20 +259,17 @@ async function streamResult(
         Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value]),
       );
       res.writeHead(statusCode, cookies.length > 0 ? { ...lowerCased, 'set-cookie': cookies } : lowerCased);
-      eventStream = String(lowerCased['content-type']).startsWith('text/event-stream');
-      if (eventStream) res.flushHeaders();
+      if (String(lowerCased['content-type']).startsWith('text/event-stream')) res.flushHeaders();
     },
     write: (chunk) => {
       if (res.destroyed) return;
-      cork();
-      res.write(chunk);
+      if (pending.length === 0) process.nextTick(flush);
+      pending.push(chunk);
     },
-    // An event stream is uncorked first: once its head has gone out, Node 24's end() on a corked
-    // response writes the closing chunk before what the cork held, so the client never sees the
-    // last event (`done`). A JSON answer's head, body and end still leave in one write.
     end: () => {
-      if (eventStream) uncork();
-      res.end();
+      const data = pending.length === 0 ? undefined : Buffer.concat(pending);
+      pending = [];
+      res.end(data);
     },
   });
   // A client that goes away closes the handler's stream, as in Lambda, so it can stop its work.
