@@ -17,77 +17,47 @@ const open = (stream: ResponseStream, contentType: string) =>
     headers: { 'content-type': contentType },
   });
 
-const scenarios: Record<
-  string,
-  { readonly run: (stream: ResponseStream) => Promise<void>; readonly body: string }
-> = {
-  'JSON, one write and the end in one tick': {
-    run: async (stream) => {
-      const body = open(stream, 'application/json');
-      body.write('{"a":1}');
-      body.end();
-    },
-    body: '{"a":1}',
-  },
-  'JSON, two writes and the end in one tick': {
-    run: async (stream) => {
-      const body = open(stream, 'application/json');
-      body.write('{"a":');
-      body.write('1}');
-      body.end();
-    },
-    body: '{"a":1}',
-  },
-  'JSON, a write, then in the next tick a write and the end': {
-    run: async (stream) => {
-      const body = open(stream, 'application/json');
-      body.write('{"a":');
-      await tick();
-      body.write('1}');
-      body.end();
-    },
-    body: '{"a":1}',
-  },
-  'JSON, writes across ticks, the end left to the server': {
-    run: async (stream) => {
-      const body = open(stream, 'application/json');
-      body.write('{"a":');
-      await tick();
-      body.write('1}');
-    },
-    body: '{"a":1}',
-  },
-  'no prelude, two writes': {
-    run: async (stream) => {
-      stream.write('A');
-      stream.write('B');
-      stream.end();
-    },
-    body: 'AB',
-  },
-  'an event stream, events and the end in one tick': {
-    run: async (stream) => {
-      const body = open(stream, 'text/event-stream');
-      body.write('event: delta\n\n');
-      body.write('event: done\n\n');
-      body.end();
-    },
-    body: 'event: delta\n\nevent: done\n\n',
-  },
-  'an event stream, the last event and the end a tick later': {
-    run: async (stream) => {
-      const body = open(stream, 'text/event-stream');
-      body.write('event: delta\n\n');
-      await tick();
-      body.write('event: done\n\n');
-      body.end();
-    },
-    body: 'event: delta\n\nevent: done\n\n',
-  },
+const TICK = Symbol('the next tick');
+const END = Symbol('end');
+/** What a handler does: its answer's content type (none: no prelude), then writes, ticks, the end. */
+type Scenario = readonly [contentType: string | undefined, ...steps: (string | typeof TICK | typeof END)[]];
+
+const scenarios: Record<string, Scenario> = {
+  'JSON, one write and the end in one tick': ['application/json', '{"a":1}', END],
+  'JSON, two writes and the end in one tick': ['application/json', '{"a":', '1}', END],
+  'JSON, a write, then in the next tick a write and the end': ['application/json', '{"a":', TICK, '1}', END],
+  'JSON, writes across ticks, the end left to the server': ['application/json', '{"a":', TICK, '1}'],
+  'no prelude, two writes': [undefined, 'A', 'B', END],
+  'an event stream, events and the end in one tick': [
+    'text/event-stream',
+    'event: delta\n\n',
+    'event: done\n\n',
+    END,
+  ],
+  'an event stream, the last event and the end a tick later': [
+    'text/event-stream',
+    'event: delta\n\n',
+    TICK,
+    'event: done\n\n',
+    END,
+  ],
 };
 
+async function play([contentType, ...steps]: Scenario, stream: ResponseStream): Promise<void> {
+  const body = contentType === undefined ? stream : open(stream, contentType);
+  for (const step of steps) {
+    if (step === TICK) await tick();
+    else if (step === END) body.end();
+    else body.write(step);
+  }
+}
+
+const bodyOf = ([, ...steps]: Scenario) => steps.filter((step) => typeof step === 'string').join('');
+
 let current = '';
-const handler = awsLambdaStandIn.streamifyResponse(async (_event, stream) => scenarios[current]?.run(stream));
+const handler = awsLambdaStandIn.streamifyResponse(async (_event, stream) =>
+  play(scenarios[current] ?? [undefined], stream),
+);
 const server = createLocalServer({
   apiKeys: new Map([['key', 'tenant']]),
   quiet: true,
@@ -124,6 +94,7 @@ describe('the local server, streaming handlers however they write', () => {
   it.each(Object.keys(scenarios))('%s: the whole body arrives, twice on one connection', async (name) => {
     current = name;
     // Twice: a body's leftovers would spoil the next answer on the same keep-alive connection.
-    expect([await get(), await get()]).toEqual([scenarios[name]?.body, scenarios[name]?.body]);
+    const expected = bodyOf(scenarios[name] ?? [undefined]);
+    expect([await get(), await get()]).toEqual([expected, expected]);
   });
 });
