@@ -200,8 +200,11 @@ export interface ChatRepository {
   renewLease(chat: ChatRef, lease: TurnLease, leaseMs: number, recordId?: string): Promise<boolean>;
   /** Gives a lease back early (the turn failed). */
   releaseLease(chat: ChatRef, lease: TurnLease): Promise<void>;
-  /** Deletes the chat's messages; its system prompt and settings stay. Turns in flight are not stored. */
-  clearMessages(chat: ChatRef): Promise<void>;
+  /**
+   * Deletes the chat's messages; its system prompt and settings stay. Turns in flight are not
+   * stored. With `keep`, the request's answer goes into its idempotency record in the same step.
+   */
+  clearMessages(chat: ChatRef, keep?: KeptAnswer): Promise<void>;
   /** Deletes the chat and everything in it; false if there was nothing. */
   deleteChat(chat: ChatRef): Promise<boolean>;
   /** The tenant's chats, most recently updated first. */
@@ -849,11 +852,14 @@ export class RedisChatRepository implements ChatRepository {
     await this.run((redis) => scripted(redis).releaseLease(...chatKeys(chat), lease.token));
   }
 
-  async clearMessages(chat: ChatRef): Promise<void> {
+  async clearMessages(chat: ChatRef, keep?: KeptAnswer): Promise<void> {
     const now = Date.now();
+    const k = keys.chat(chat);
+    const record = keep ? k.idempotency(keep.id) : k.idempotencySet;
+    const kept = keep ? [JSON.stringify(keep.response), keep.keepSeconds, keep.fingerprint] : ['', 0, ''];
     await this.run((redis) =>
       Promise.all([
-        scripted(redis).clearMessages(...chatKeys(chat), now, this.defaultTtlSeconds),
+        scripted(redis).clearMessages(...chatKeys(chat), record, now, this.defaultTtlSeconds, ...kept),
         this.index(redis, chat, now),
       ]),
     );

@@ -96,7 +96,7 @@ export async function idempotently<T>(
 export async function idempotentResult(
   event: ApiEvent,
   scope: IdempotencyScope,
-  run: () => Promise<JsonResult>,
+  run: (record?: ClaimedRecord) => Promise<JsonResult>,
 ): Promise<ApiResult> {
   const outcome = await idempotently(event, scope, run, (result) =>
     result.statusCode < 300 ? result : undefined,

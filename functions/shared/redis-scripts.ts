@@ -3,8 +3,9 @@
  * of one hash slot only (one chat's, or one tenant's: tenantTurn and the idempotency scripts), so
  * it stays valid on Redis Cluster; the exceptions, beginTurnOnOneNode and commitTurnOnOneNode, which
  * take the tenant's keys after the chat's, are only sent to a single node. Every chat script takes
- * the same keys first, in this order (see `chat-repository.ts` for the layout); commitTurn and
- * renewLease take one more, the turn request's idempotency record (in the chat's slot too):
+ * the same keys first, in this order (see `chat-repository.ts` for the layout); commitTurn,
+ * clearMessages and renewLease take one more, the request's idempotency record (in the chat's
+ * slot too):
  *
  *   KEYS[1] meta  KEYS[2] messages  KEYS[3] pairs  KEYS[4] system  KEYS[5] settings
  *   KEYS[6] lease KEYS[7] idempotency record set
@@ -217,14 +218,18 @@ touch(ARGV[2], ARGV[3])
 return cjson.encode(read_settings())`,
 
   /**
-   * ARGV now defaultTtl -> deletes the messages (the system prompt and settings stay) and moves
-   * the generation on, so a turn in flight will not be stored. Like any write, it marks the chat
-   * (which exists from then on, empty) and restarts its retention.
+   * KEYS (the chat's seven) the request's idempotency record (or, with none, any chat key)
+   * ARGV now defaultTtl response(JSON, or '' with no record) keepSeconds fingerprint
+   * -> deletes the messages (the system prompt and settings stay) and moves the generation on, so
+   * a turn in flight will not be stored; keeps the request's answer in its record in the same
+   * step (a retry then replays it rather than clear again what came after). Like any write, it
+   * marks the chat (which exists from then on, empty) and restarts its retention.
    */
-  clearMessages: `${touch}
+  clearMessages: `${touch}${completeRecord}
 redis.call('DEL', KEYS[2], KEYS[3])
 local generation = redis.call('HINCRBY', KEYS[1], 'gen', 1)
 touch(ARGV[1], ARGV[2])
+if ARGV[3] ~= '' then complete_record(KEYS[8], KEYS[7], ARGV[5], ARGV[3], ARGV[4]) end
 return generation`,
 
   /** -> deletes every key of the chat, idempotency records included; 1 if it existed. */
@@ -331,7 +336,7 @@ export const scriptKeyCounts: Readonly<Record<keyof typeof scripts, number>> = {
   releaseLease: CHAT_KEY_COUNT,
   setSystem: CHAT_KEY_COUNT,
   updateSettings: CHAT_KEY_COUNT,
-  clearMessages: CHAT_KEY_COUNT,
+  clearMessages: CHAT_KEY_COUNT + 1,
   deleteChat: CHAT_KEY_COUNT,
   readPage: CHAT_KEY_COUNT,
   chatInfo: CHAT_KEY_COUNT,

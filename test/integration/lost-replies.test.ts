@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshChatPerTest, historyOf, turnEvent, warmUpTurn } from '../support/chat-scope';
@@ -17,10 +18,12 @@ process.env.REDIS_COMMAND_TIMEOUT_MS = '1000';
 const LATE_MS = 2500;
 process.env.OPENAI_BASE_URL = fake.baseURL;
 const { keys, RedisChatRepository } = await import('../../functions/shared/chat-repository');
+const { scripts } = await import('../../functions/shared/redis-scripts');
 
 const postChat = await loadHandler('post-chat');
 const getChat = await loadHandler('get-chat');
 const getUsage = await loadHandler('get-usage');
+const postClear = await loadHandler('post-clear');
 const redis = new Redis(direct.toString());
 
 // No fault is armed for the first turn, which loads the tokenizer.
@@ -209,5 +212,37 @@ describe('an idempotent turn whose commit timed out after it ran', () => {
     expect(JSON.stringify(retry.events.at(-1)?.data)).toContain(content);
     expect(fake.requestsTo('/chat/completions')).toHaveLength(1);
     expect(await history()).toHaveLength(2);
+  });
+
+  it('a clear: its retry replays the answer instead of clearing what the chat gained since', async () => {
+    const headers = { 'Idempotency-Key': uniqueId('idem') };
+    const clear = () =>
+      postClear(
+        apiEvent({
+          method: 'POST',
+          resource: '/{chat_id}/clear',
+          chatId: scope.chatId,
+          apiKeyId: scope.tenant,
+          headers,
+        }),
+      );
+    // The clear script itself, as EVAL (its body) or EVALSHA: it runs, its reply comes late.
+    const clearScript = scripts.clearMessages;
+    proxy.delayReplyTo([clearScript, createHash('sha1').update(clearScript).digest('hex')], LATE_MS);
+
+    const first = await clear();
+    expect(proxy.triggered).toBe(true);
+    expect(first.statusCode).toBe(503);
+    await proxy.settled();
+    expect((await postChat(turn({ content: 'after the clear' }))).statusCode).toBe(200);
+
+    const retry = await clear();
+
+    expect(retry.statusCode).toBe(200);
+    expect(retry.headers['Idempotent-Replayed']).toBe('true');
+    expect((await history()).map((message) => message.content)).toEqual([
+      'after the clear',
+      expect.stringContaining('after the clear'),
+    ]);
   });
 });

@@ -2,8 +2,8 @@ import { createServer, type Server, Socket } from 'node:net';
 
 /** What happens to the reply to the next request that carries a marker. */
 type Fault =
-  | { readonly marker: string; readonly kind: 'lose' }
-  | { readonly marker: string; readonly kind: 'delay'; readonly ms: number };
+  | { readonly markers: readonly string[]; readonly kind: 'lose' }
+  | { readonly markers: readonly string[]; readonly kind: 'delay'; readonly ms: number };
 
 export interface RedisProxy {
   /** A redis:// URL that reaches Redis through the proxy. */
@@ -13,9 +13,13 @@ export interface RedisProxy {
    * never comes back: the client's connection is cut as the reply arrives, as when a network
    * drops between the two. Later connections pass untouched.
    */
-  loseReplyTo(marker: string): void;
-  /** The reply to the next write that contains `marker` reaches the client `ms` late. */
-  delayReplyTo(marker: string, ms: number): void;
+  loseReplyTo(marker: string | readonly string[]): void;
+  /**
+   * The reply to the next write that contains `marker` (or any of several: a script goes out as
+   * EVAL with its body on a connection's first use, as EVALSHA with its SHA after) reaches the
+   * client `ms` late.
+   */
+  delayReplyTo(marker: string | readonly string[], ms: number): void;
   /** Whether the last fault armed has happened. */
   readonly triggered: boolean;
   /** Resolves once the last fault armed has done its work (the connection cut, the reply sent). */
@@ -52,7 +56,7 @@ export async function startRedisProxy(target: { host: string; port: number }): P
     let hit: Fault | undefined;
     upstream.connect(target.port, target.host);
     client.on('data', (chunk: Buffer) => {
-      if (fault && chunk.includes(fault.marker)) {
+      if (fault?.markers.some((marker) => chunk.includes(marker))) {
         hit = fault;
         fault = undefined;
         triggered = true;
@@ -99,10 +103,10 @@ export async function startRedisProxy(target: { host: string; port: number }): P
   return {
     url: `redis://127.0.0.1:${address.port}`,
     loseReplyTo(marker) {
-      arm({ marker, kind: 'lose' });
+      arm({ markers: [marker].flat(), kind: 'lose' });
     },
     delayReplyTo(marker, ms) {
-      arm({ marker, kind: 'delay', ms });
+      arm({ markers: [marker].flat(), kind: 'delay', ms });
     },
     get triggered() {
       return triggered;
