@@ -1,4 +1,4 @@
-import { chatRepository, type StoredResponse } from './shared/chat-repository';
+import { chatRepository } from './shared/chat-repository';
 import { chatOf, json, route } from './shared/http';
 import { idempotentResult } from './shared/idempotency';
 
@@ -16,7 +16,7 @@ export const handler = route(async (event) => {
       record && {
         id: record.id,
         fingerprint: record.fingerprint,
-        response: answer as StoredResponse,
+        response: answer,
         keepSeconds: record.keepSeconds,
       },
     );

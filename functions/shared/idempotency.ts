@@ -21,7 +21,7 @@ export type Outcome<T> = { readonly replay: StoredResponse } | { readonly result
 
 /**
  * The claimed record of a request that runs. Work that writes to the record's chat can keep the
- * request's answer in the same write (a turn's commit does): then no lost reply or failed later
+ * request's answer in the same write (a turn's commit and a clear do): then no lost reply or failed later
  * write can let a retry run the work again. It says so with `keptInWrite()`.
  */
 export interface ClaimedRecord {

@@ -85,9 +85,20 @@ describe('on a Redis Cluster', () => {
     const key = { 'Idempotency-Key': uniqueId('k') };
     await turn('chat-0', { content: 'again' }, key);
     const replay = await turn('chat-0', { content: 'again' }, key);
-    await postClear(
-      apiEvent({ method: 'POST', resource: '/{chat_id}/clear', chatId: 'chat-1', apiKeyId: tenant }),
-    );
+    // A keyed clear keeps its answer in the clear script, in the chat's slot: the retry replays it.
+    const clearKey = { 'Idempotency-Key': uniqueId('k') };
+    const clear = () =>
+      postClear(
+        apiEvent({
+          method: 'POST',
+          resource: '/{chat_id}/clear',
+          chatId: 'chat-1',
+          apiKeyId: tenant,
+          headers: clearKey,
+        }),
+      );
+    expect((await clear()).statusCode).toBe(200);
+    expect((await clear()).headers['Idempotent-Replayed']).toBe('true');
 
     expect(replay.headers['Idempotent-Replayed']).toBe('true');
     expect(await history('chat-1')).toEqual([]);

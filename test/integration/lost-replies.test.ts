@@ -122,6 +122,24 @@ describe('a commit sent twice (the repository)', () => {
     expect((await repository.getMessages(chat, {})).messages).toEqual([]);
   });
 
+  it('does not clear again when the same keyed clear is sent again', async () => {
+    const chat = { ...scope };
+    const id = 'd'.repeat(64);
+    await repository.claimIdempotency(chat, id, 'body', 60_000);
+    const keep = {
+      id,
+      fingerprint: 'body',
+      response: { statusCode: 200, headers: {}, body: '{}' },
+      keepSeconds: 60,
+    };
+    await repository.clearMessages(chat, keep);
+    expect(await repository.commitTurn(chat, await begin(), record('after the clear'))).toBe('stored');
+
+    await repository.clearMessages(chat, keep);
+
+    expect((await repository.getMessages(chat, {})).messages).toHaveLength(2);
+  });
+
   it('still refuses an earlier turn once a later one was stored', async () => {
     const chat = { ...scope };
     const early = await begin();
@@ -213,8 +231,10 @@ describe('an idempotent turn whose commit timed out after it ran', () => {
     expect(fake.requestsTo('/chat/completions')).toHaveLength(1);
     expect(await history()).toHaveLength(2);
   });
+});
 
-  it('a clear: its retry replays the answer instead of clearing what the chat gained since', async () => {
+describe('an idempotent clear whose reply was late', () => {
+  it('fails, and its retry replays the answer instead of clearing what the chat gained since', async () => {
     const headers = { 'Idempotency-Key': uniqueId('idem') };
     const clear = () =>
       postClear(
