@@ -313,11 +313,9 @@ function secretArn(value: unknown, key: string): string | undefined {
 function accessString(value: unknown, key: string): string | undefined {
   if (value === undefined || value === null) return undefined;
   const rules = typeof value === 'string' ? value.trim().split(/\s+/) : [];
-  if (
-    rules[0] !== 'on' ||
-    rules.some((rule) => /^(reset|nopass|[<>#!])/.test(rule)) ||
-    String(value).length > 2048
-  ) {
+  // ACL rules are case-insensitive; resetkeys and resetchannels are fine, reset and resetpass not.
+  const refused = (rule: string) => /^(reset|resetpass|nopass)$/i.test(rule) || /^[<>#!]/.test(rule);
+  if (rules[0]?.toLowerCase() !== 'on' || rules.some(refused) || String(value).length > 2048) {
     throw new StackConfigError(
       key,
       'an access string starting with "on", without "reset" or a password',

@@ -105,19 +105,37 @@ async function clusterReady(client: Cluster): Promise<void> {
   }
 }
 
+/** The wait under way for each cluster client, shared by the requests that find it not ready. */
+const readiness = new WeakMap<Cluster, Promise<void>>();
+
 /**
- * Resolves once the cluster client is ready, at once if it is; rejects after `timeoutMs`, or as
- * soon as a node refuses our credentials, with the last node error seen.
+ * Resolves once the cluster client is ready (at once if it is) and its primaries are connected:
+ * the client opens a shard's connection only on first use and, with no offline queue, would bounce
+ * the first commands for it (about 100 ms each). Rejects after `timeoutMs` with an outage error,
+ * or as soon as a node refuses our credentials, with that Redis error.
  */
-async function untilReady(client: Cluster, timeoutMs: number): Promise<void> {
-  if (client.status === 'ready') return;
+function untilReady(client: Cluster, timeoutMs: number): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve();
+  const waiting = readiness.get(client);
+  if (waiting) return waiting;
+  const wait = waitForReady(client, timeoutMs).finally(() => readiness.delete(client));
+  readiness.set(client, wait);
+  return wait;
+}
+
+async function waitForReady(client: Cluster, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   let remember: (error: unknown) => void = () => undefined;
   let ready: () => void = () => undefined;
   try {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(lastError ?? new Error('The Redis Cluster did not become ready in time')),
+        () =>
+          reject(
+            // Not the node's own error: a Redis reply error (NOPERM, say) would pass for a bug.
+            new Error('The Redis Cluster did not become ready in time', { cause: lastError }),
+          ),
         timeoutMs,
       );
       remember = (error: unknown) => {
@@ -139,6 +157,11 @@ async function untilReady(client: Cluster, timeoutMs: number): Promise<void> {
     client.off('node error', remember);
     client.off('ready', ready);
   }
+  const primaries = client.nodes('master').filter((node) => node.status === 'wait');
+  await Promise.race([
+    Promise.all(primaries.map((node) => node.connect().catch(() => undefined))),
+    new Promise((resolve) => setTimeout(resolve, Math.max(deadline - Date.now(), 0)).unref()),
+  ]);
 }
 
 /**

@@ -107,7 +107,7 @@ describe('readStackConfig', () => {
       memoryDbNodeType: 'db.r7g.large',
       memoryDbShards: '2',
       memoryDbReplicasPerShard: '0',
-      memoryDbAccessString: 'on ~* &* +@all',
+      memoryDbAccessString: 'ON resetkeys ~chat-proxy:* &* +@all',
       natGateways: '1',
       corsOrigins: 'https://app.example.com, http://localhost:5173',
       wafRateLimit: '2000',
@@ -116,7 +116,12 @@ describe('readStackConfig', () => {
 
     expect(config).toMatchObject({
       storage: 'provisioned',
-      memoryDb: { nodeType: 'db.r7g.large', shards: 2, replicasPerShard: 0, accessString: 'on ~* &* +@all' },
+      memoryDb: {
+        nodeType: 'db.r7g.large',
+        shards: 2,
+        replicasPerShard: 0,
+        accessString: 'ON resetkeys ~chat-proxy:* &* +@all',
+      },
       natGateways: 1,
       corsOrigins: ['https://app.example.com', 'http://localhost:5173'],
       wafRateLimit: 2000,
