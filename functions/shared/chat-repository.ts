@@ -212,12 +212,16 @@ export interface ChatRepository {
   /** Deletes every chat of the tenant; answers how many there were. */
   deleteAllChats(tenant: string): Promise<number>;
   getUsage(tenant: string): Promise<Usage>;
-  /** Claims an idempotency key for a request with this body fingerprint, or reports its state. */
+  /**
+   * Claims an idempotency key for a request with this body fingerprint, or reports its state.
+   * `claimToken`, unique to the request, makes the claim safe to send again.
+   */
   claimIdempotency(
     scope: IdempotencyScope,
     id: string,
     fingerprint: string,
     runningMs: number,
+    claimToken?: string,
   ): Promise<IdempotencyClaim>;
   /**
    * Keeps the response of a claimed key for replay (in a new record if the claim ran out; not if
@@ -947,10 +951,11 @@ export class RedisChatRepository implements ChatRepository {
     id: string,
     fingerprint: string,
     runningMs: number,
+    claimToken = '',
   ): Promise<IdempotencyClaim> {
     const { record, set } = idempotencyKeys(scope, id);
     const reply = (await this.run((redis) =>
-      scripted(redis).claimIdempotency(record, set, fingerprint, runningMs),
+      scripted(redis).claimIdempotency(record, set, fingerprint, runningMs, claimToken),
     )) as string;
     if (reply === 'claimed') return { state: 'claimed' };
     const existing = JSON.parse(reply) as IdempotencyRecord;

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { chatRepository, type IdempotencyScope, type StoredResponse } from './chat-repository';
 import { loadTurnConfig } from './config';
 import { IdempotencyKeyReusedError, RequestInProgressError, ValidationError } from './errors';
@@ -60,7 +60,13 @@ export async function idempotently<T>(
   const id = sha256(`${event.httpMethod} ${event.path}\n${key}`);
   const fingerprint = sha256(rawBody(event));
 
-  const claim = await chatRepository.claimIdempotency(scope, id, fingerprint, options.runningMs ?? leaseMs);
+  const claim = await chatRepository.claimIdempotency(
+    scope,
+    id,
+    fingerprint,
+    options.runningMs ?? leaseMs,
+    randomUUID(),
+  );
   if (claim.state === 'mismatch') throw new IdempotencyKeyReusedError();
   if (claim.state === 'running') throw new RequestInProgressError();
   if (claim.state === 'done') {

@@ -308,13 +308,19 @@ return {meta[1], meta[2], meta[3] or '0', meta[4] or '0', meta[5] or '0', meta[6
   redis.call('LLEN', KEYS[2]), cjson.encode(read_settings())}`,
 
   /**
-   * KEYS record set  ARGV fingerprint runningMs
-   * -> 'claimed' (and the record is running), or the existing record's JSON.
+   * KEYS record set  ARGV fingerprint runningMs claimToken
+   * -> 'claimed' (and the record is running), or the existing record's JSON. A claim sent again
+   * (ioredis re-sends after a dropped connection) finds its own running record, by its token,
+   * and is 'claimed' again rather than told its own request is in progress.
    */
   claimIdempotency: `
 local record = redis.call('GET', KEYS[1])
-if record then return record end
-redis.call('SET', KEYS[1], cjson.encode({state = 'running', fingerprint = ARGV[1]}), 'PX', ARGV[2])
+if record then
+  local held = cjson.decode(record)
+  if held.state == 'running' and ARGV[3] ~= '' and held.claim == ARGV[3] then return 'claimed' end
+  return record
+end
+redis.call('SET', KEYS[1], cjson.encode({state = 'running', fingerprint = ARGV[1], claim = ARGV[3]}), 'PX', ARGV[2])
 redis.call('SADD', KEYS[2], KEYS[1])
 return 'claimed'`,
 

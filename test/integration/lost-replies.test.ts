@@ -180,6 +180,20 @@ describe('an idempotency record (the repository)', () => {
     expect(await redis.keys(`*${scope.chatId}*`)).toEqual([]);
   });
 
+  it('is claimed again by the same request sent twice, and not by another with the same body', async () => {
+    const id = 'e'.repeat(64);
+    expect(await repository.claimIdempotency(scope, id, 'body', 60_000, 'token-1')).toEqual({
+      state: 'claimed',
+    });
+
+    expect(await repository.claimIdempotency(scope, id, 'body', 60_000, 'token-1')).toEqual({
+      state: 'claimed',
+    });
+    expect(await repository.claimIdempotency(scope, id, 'body', 60_000, 'token-2')).toEqual({
+      state: 'running',
+    });
+  });
+
   it("is left to another body's claim", async () => {
     await repository.claimIdempotency(scope, 'c'.repeat(64), 'other body', 60_000);
 
@@ -264,5 +278,21 @@ describe('an idempotent clear whose reply was late', () => {
       'after the clear',
       expect.stringContaining('after the clear'),
     ]);
+  });
+});
+
+describe('an idempotent turn whose claim ran but whose reply was lost', () => {
+  it('is claimed again when ioredis sends the claim again, and runs once', async () => {
+    const content = uniqueId('lost claim');
+    const event = turn({ content }, { 'Idempotency-Key': uniqueId('idem') });
+    // Only the claim carries the body's fingerprint.
+    proxy.loseReplyTo(createHash('sha256').update(String(event.body)).digest('hex'));
+
+    const result = await postChat(event);
+
+    expect(proxy.triggered).toBe(true);
+    expect(result.statusCode).toBe(200);
+    expect(await history()).toHaveLength(2);
+    expect(fake.requestsTo('/chat/completions')).toHaveLength(1);
   });
 });
