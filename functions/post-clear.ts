@@ -11,15 +11,7 @@ export const handler = route(async (event) => {
   const chat = chatOf(event);
   return idempotentResult(event, chat, async (record) => {
     const answer = json(200, {});
-    await chatRepository.clearMessages(
-      chat,
-      record && {
-        id: record.id,
-        fingerprint: record.fingerprint,
-        response: answer,
-        keepSeconds: record.keepSeconds,
-      },
-    );
+    await chatRepository.clearMessages(chat, record?.keeping(answer));
     record?.keptInWrite();
     return answer;
   });

@@ -358,6 +358,21 @@ function together<T>(redis: RedisClient, issue: (client: Scripted) => T): T {
 }
 
 /**
+ * The idempotency record a chat script writes `keep` into (or, with none, a chat key the script
+ * leaves alone, as KEYS must stay the same length), and the arguments that carry the answer:
+ * response (JSON, or ''), keepSeconds, fingerprint.
+ */
+function keptIn(chat: ChatRef, keep: KeptAnswer | undefined): { record: string; argv: (string | number)[] } {
+  const k = keys.chat(chat);
+  return keep
+    ? {
+        record: k.idempotency(keep.id),
+        argv: [JSON.stringify(keep.response), keep.keepSeconds, keep.fingerprint],
+      }
+    : { record: k.idempotencySet, argv: ['', 0, ''] };
+}
+
+/**
  * How long a cluster remembers that a turn's usage was added to its tenant's totals: longer than
  * any re-send of the commit after a reconnect (about a command timeout), short enough that the
  * markers of busy tenants stay few.
@@ -798,12 +813,7 @@ export class RedisChatRepository implements ChatRepository {
       usage.total_tokens,
       this.defaultTtlSeconds,
     ];
-    const k = keys.chat(chat);
-    // Without a record to keep the answer in, the record key is a placeholder the script leaves alone.
-    const record = turn.keep ? k.idempotency(turn.keep.id) : k.idempotencySet;
-    const kept = turn.keep
-      ? [JSON.stringify(turn.keep.response), turn.keep.keepSeconds, turn.keep.fingerprint]
-      : ['', 0, ''];
+    const { record, argv: kept } = keptIn(chat, turn.keep);
     return this.run(async (redis) => {
       // On one node, one script stores the turn (with the chat's usage and the lease release)
       // and adds the usage to the tenant's totals and index, all or nothing.
@@ -839,6 +849,7 @@ export class RedisChatRepository implements ChatRepository {
 
   async renewLease(chat: ChatRef, lease: TurnLease, leaseMs: number, recordId?: string): Promise<boolean> {
     const k = keys.chat(chat);
+    // Without a record, a chat key the script leaves alone (KEYS stay the same length).
     const record = recordId === undefined ? k.idempotencySet : k.idempotency(recordId);
     const renewed = await this.run((redis) =>
       scripted(redis).renewLease(
@@ -858,9 +869,7 @@ export class RedisChatRepository implements ChatRepository {
 
   async clearMessages(chat: ChatRef, keep?: KeptAnswer): Promise<void> {
     const now = Date.now();
-    const k = keys.chat(chat);
-    const record = keep ? k.idempotency(keep.id) : k.idempotencySet;
-    const kept = keep ? [JSON.stringify(keep.response), keep.keepSeconds, keep.fingerprint] : ['', 0, ''];
+    const { record, argv: kept } = keptIn(chat, keep);
     await this.run((redis) =>
       Promise.all([
         scripted(redis).clearMessages(...chatKeys(chat), record, now, this.defaultTtlSeconds, ...kept),

@@ -1,5 +1,10 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { chatRepository, type IdempotencyScope, type StoredResponse } from './chat-repository';
+import {
+  chatRepository,
+  type IdempotencyScope,
+  type KeptAnswer,
+  type StoredResponse,
+} from './chat-repository';
 import { loadTurnConfig } from './config';
 import { IdempotencyKeyReusedError, RequestInProgressError, ValidationError } from './errors';
 import { type ApiEvent, type ApiResult, header, type JsonResult, rawBody } from './http';
@@ -26,9 +31,8 @@ export type Outcome<T> = { readonly replay: StoredResponse } | { readonly result
  */
 export interface ClaimedRecord {
   readonly id: string;
-  /** The request body's fingerprint, which a replay must match. */
-  readonly fingerprint: string;
-  readonly keepSeconds: number;
+  /** What the work's write keeps in this record for `response`. */
+  keeping(response: StoredResponse): KeptAnswer;
   keptInWrite(): void;
 }
 
@@ -77,8 +81,7 @@ export async function idempotently<T>(
   let keptInWrite = false;
   const record: ClaimedRecord = {
     id,
-    fingerprint,
-    keepSeconds: idempotencyTtlSeconds,
+    keeping: (response) => ({ id, fingerprint, response, keepSeconds: idempotencyTtlSeconds }),
     keptInWrite: () => {
       keptInWrite = true;
     },

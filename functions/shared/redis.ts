@@ -95,14 +95,18 @@ async function clusterReady(client: Cluster): Promise<void> {
     await untilReady(client, redisConfig.connectTimeoutMs + redisConfig.commandTimeoutMs);
   } catch (error) {
     client.disconnect();
-    if (AUTH_ERROR.test(String((error as Error).message))) {
-      refreshSecret = true;
-      throw new StorageUnavailableError('Chat storage refused our credentials, try again shortly', {
-        cause: error,
-      });
-    }
+    if (AUTH_ERROR.test(String((error as Error).message))) throw credentialsRefused(error);
     throw new StorageUnavailableError(undefined, { cause: error });
   }
+}
+
+/**
+ * Redis refused our credentials (the password was rotated, or the secret holds a wrong one): the
+ * next client reads the secret again instead of failing until the container recycles.
+ */
+function credentialsRefused(cause: unknown): StorageUnavailableError {
+  refreshSecret = true;
+  return new StorageUnavailableError('Chat storage refused our credentials, try again shortly', { cause });
 }
 
 /** The wait under way for each cluster client, shared by the requests that find it not ready. */
@@ -213,17 +217,13 @@ export async function withRedis<T>(operation: (redis: RedisClient) => Promise<T>
   } catch (error) {
     if (error instanceof ReplyError && !AUTH_ERROR.test(String((error as Error).message))) throw error;
     if (error instanceof ReplyError) {
-      // The password was rotated, or the secret holds a wrong one: drop this connection, so the
-      // next request reads the secret again instead of failing until the container recycles.
+      // Drop this connection too, so the next request makes one with the secret read again.
       if (connecting !== undefined && (await connecting.catch(() => undefined)) === redis) {
         connecting = undefined;
         ready = undefined;
       }
-      refreshSecret = true;
       redis.disconnect();
-      throw new StorageUnavailableError('Chat storage refused our credentials, try again shortly', {
-        cause: error,
-      });
+      throw credentialsRefused(error);
     }
     throw new StorageUnavailableError(undefined, { cause: error });
   }

@@ -215,16 +215,7 @@ async function commit(
     assistant: { role: 'assistant', content },
     assistantTokens: replyTokens(content, completion.replyTokens),
     usage,
-    ...(keep
-      ? {
-          keep: {
-            id: keep.record.id,
-            fingerprint: keep.record.fingerprint,
-            response: keep.answer(reply),
-            keepSeconds: keep.record.keepSeconds,
-          },
-        }
-      : {}),
+    ...(keep ? { keep: keep.record.keeping(keep.answer(reply)) } : {}),
   });
   if (result === 'stored') {
     keep?.record.keptInWrite();
