@@ -1,6 +1,7 @@
 import { Cluster, Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { APP_USER_ACCESS_STRING } from '../../infra/store-access';
+import { clearEvent } from '../support/chat-scope';
 import { apiEvent, uniqueId } from '../support/events';
 import { startFakeOpenAi } from '../support/fake-openai';
 import { loadHandler } from '../support/handlers';
@@ -87,16 +88,7 @@ describe('on a Redis Cluster', () => {
     const replay = await turn('chat-0', { content: 'again' }, key);
     // A keyed clear keeps its answer in the clear script, in the chat's slot: the retry replays it.
     const clearKey = { 'Idempotency-Key': uniqueId('k') };
-    const clear = () =>
-      postClear(
-        apiEvent({
-          method: 'POST',
-          resource: '/{chat_id}/clear',
-          chatId: 'chat-1',
-          apiKeyId: tenant,
-          headers: clearKey,
-        }),
-      );
+    const clear = () => postClear(clearEvent({ tenant, chatId: 'chat-1' }, clearKey));
     expect((await clear()).statusCode).toBe(200);
     expect((await clear()).headers['Idempotent-Replayed']).toBe('true');
 

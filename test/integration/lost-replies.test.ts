@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freshChatPerTest, historyOf, turnEvent, warmUpTurn } from '../support/chat-scope';
+import { clearEvent, freshChatPerTest, historyOf, turnEvent, warmUpTurn } from '../support/chat-scope';
 import { apiEvent, uniqueId } from '../support/events';
 import { startFakeOpenAi } from '../support/fake-openai';
 import { loadHandler } from '../support/handlers';
@@ -250,16 +250,7 @@ describe('an idempotent turn whose commit timed out after it ran', () => {
 describe('an idempotent clear whose reply was late', () => {
   it('fails, and its retry replays the answer instead of clearing what the chat gained since', async () => {
     const headers = { 'Idempotency-Key': uniqueId('idem') };
-    const clear = () =>
-      postClear(
-        apiEvent({
-          method: 'POST',
-          resource: '/{chat_id}/clear',
-          chatId: scope.chatId,
-          apiKeyId: scope.tenant,
-          headers,
-        }),
-      );
+    const clear = () => postClear(clearEvent(scope, headers));
     // The clear script itself, as EVAL (its body) or EVALSHA: it runs, its reply comes late.
     const clearScript = scripts.clearMessages;
     proxy.delayReplyTo([clearScript, createHash('sha1').update(clearScript).digest('hex')], LATE_MS);

@@ -53,6 +53,17 @@ beforeEach(() => {
 });
 afterEach(() => vi.restoreAllMocks());
 
+/** A fresh post-chat handler that read its configuration with `name` set to `value`. */
+async function postChatWith(name: string, value: string): Promise<Invoke> {
+  vi.resetModules();
+  process.env[name] = value;
+  try {
+    return await loadHandler('post-chat');
+  } finally {
+    delete process.env[name];
+  }
+}
+
 const turn = (invoke: Invoke, json: Record<string, unknown>, headers: Record<string, string> = {}) =>
   invoke(apiEvent({ method: 'POST', resource: '/{chat_id}/chat', chatId, apiKeyId: tenant, json, headers }));
 
@@ -99,10 +110,7 @@ describe('request logs', () => {
   });
 
   it('carry message content when LOG_CONTENT=true', async () => {
-    vi.resetModules();
-    process.env.LOG_CONTENT = 'true';
-    const verbose = await loadHandler('post-chat');
-    delete process.env.LOG_CONTENT;
+    const verbose = await postChatWith('LOG_CONTENT', 'true');
 
     const lines = await captured(() => turn(verbose, { content: 'debug me' }));
 
@@ -112,10 +120,7 @@ describe('request logs', () => {
 
 describe('EMF metrics', () => {
   it("name the stack's service, as POWERTOOLS_SERVICE_NAME says, in logs and metrics", async () => {
-    vi.resetModules();
-    process.env.POWERTOOLS_SERVICE_NAME = 'chat-proxy-staging';
-    const staging = await loadHandler('post-chat');
-    delete process.env.POWERTOOLS_SERVICE_NAME;
+    const staging = await postChatWith('POWERTOOLS_SERVICE_NAME', 'chat-proxy-staging');
 
     const lines = await captured(() => turn(staging, { content: 'hi' }));
 

@@ -39,6 +39,17 @@ export function turnEvent(
   });
 }
 
+/** `POST /{chat_id}/clear` on the scope's chat. */
+export function clearEvent(scope: ChatScope, headers: Record<string, string> = {}): APIGatewayProxyEvent {
+  return apiEvent({
+    method: 'POST',
+    resource: '/{chat_id}/clear',
+    chatId: scope.chatId,
+    apiKeyId: scope.tenant,
+    headers,
+  });
+}
+
 /** The scope's chat history, through `GET /{chat_id}/chat`. */
 export async function historyOf(
   getChat: Invoke,
