@@ -163,6 +163,8 @@ export class StackConfigError extends Error {
 
 /** The stack's name when the context sets none. */
 export const DEFAULT_STACK_NAME = 'ChatProxy';
+/** That stack's metrics `service` dimension (the functions' own default too); see appMetrics. */
+export const DEFAULT_METRICS_SERVICE = 'chat-proxy';
 
 /**
  * The CloudFormation stack's name (context `stackName`): another name deploys another, separate
@@ -177,9 +179,13 @@ export function readStackName(node: Node): string {
   }
   // CloudFormation allows 128 characters; the names built from it (API keys, alarms, MemoryDB)
   // need room for their suffixes.
-  // `chat-proxy` is the default stack's metrics service (see appMetrics): another stack of that
-  // name would share its metrics and alarms.
-  if (typeof value !== 'string' || !/^[A-Za-z][A-Za-z0-9-]{0,63}$/.test(value) || value === 'chat-proxy') {
+  // The default stack's metrics service is no name for another stack: it would share its
+  // metrics and alarms.
+  if (
+    typeof value !== 'string' ||
+    !/^[A-Za-z][A-Za-z0-9-]{0,63}$/.test(value) ||
+    value === DEFAULT_METRICS_SERVICE
+  ) {
     throw new StackConfigError(
       'stackName',
       'a letter, then letters, digits and "-" (1-64 characters), other than "chat-proxy"',

@@ -18,7 +18,7 @@ import { FilterPattern, type ILogGroup, MetricFilter } from 'aws-cdk-lib/aws-log
 import { Topic } from 'aws-cdk-lib/aws-sns';
 import { EmailSubscription } from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
-import { DEFAULT_STACK_NAME } from '../config';
+import { DEFAULT_METRICS_SERVICE, DEFAULT_STACK_NAME } from '../config';
 
 /** The CloudWatch namespace of the functions' EMF metrics (Powertools `POWERTOOLS_METRICS_NAMESPACE`). */
 export const METRICS_NAMESPACE = 'ChatProxy';
@@ -32,7 +32,7 @@ export const METRICS_NAMESPACE = 'ChatProxy';
 export function appMetrics(stackName: string): { readonly namespace: string; readonly service: string } {
   return {
     namespace: METRICS_NAMESPACE,
-    service: stackName === DEFAULT_STACK_NAME ? 'chat-proxy' : stackName,
+    service: stackName === DEFAULT_STACK_NAME ? DEFAULT_METRICS_SERVICE : stackName,
   };
 }
 
