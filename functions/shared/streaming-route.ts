@@ -4,6 +4,8 @@ import { awsLambda } from './lambda-stream';
 import { annotate, observe } from './observability';
 import { SSE_HEADERS, sseComment, sseEvent } from './sse';
 
+const DISCONNECTED = () => new Error('The client disconnected');
+
 /** An open Server-Sent Events response. */
 export interface EventSink {
   send(event: string, data: unknown): void;
@@ -15,11 +17,17 @@ export interface EventSink {
  * first byte is written, any error can still become an ordinary JSON error with its status.
  */
 export class Reply {
-  readonly signal: AbortSignal;
   /** The status sent, once the response has started. */
   statusCode = 0;
   private body: ResponseStream | undefined;
   private ended = false;
+  /** Set when the client went away before the answer ended. */
+  private disconnected = false;
+  /**
+   * Made only when asked for (a streamed turn): a buffered answer never needs one, and an
+   * AbortController is among the costlier objects of a request.
+   */
+  private controller: AbortController | undefined;
 
   constructor(
     private readonly raw: ResponseStream,
@@ -27,14 +35,23 @@ export class Reply {
     /** Sent with whatever answer goes out (CORS). */
     private readonly extraHeaders: Record<string, string> = {},
   ) {
-    const controller = new AbortController();
-    this.signal = controller.signal;
     // The stream closing before we end it means the client went away: abort the upstream call.
     const gone = () => {
-      if (!this.ended) controller.abort(new Error('The client disconnected'));
+      if (this.ended || this.disconnected) return;
+      this.disconnected = true;
+      this.controller?.abort(DISCONNECTED());
     };
     raw.once('close', gone);
     raw.once('error', gone);
+  }
+
+  /** Aborted once the client goes away before the answer has ended. */
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController();
+      if (this.disconnected) this.controller.abort(DISCONNECTED());
+    }
+    return this.controller.signal;
   }
 
   /** Whether the status and headers have gone out (after that, errors travel as events). */
@@ -63,7 +80,7 @@ export class Reply {
 
   /** Reports an error the best way still open: a JSON error, or an `error` event mid-stream. */
   fail(error: unknown): void {
-    if (this.signal.aborted || this.ended) return;
+    if (this.disconnected || this.ended) return;
     if (!this.started) {
       this.send(errorResponse(error));
       return;
