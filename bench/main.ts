@@ -2,6 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnRedisServer } from '../test/support/redis-server';
 import { type AbSamples, summarize } from './ab';
+import { canMeasureBusy, measureBusy } from './busy';
 import { measureColdStart, repoRoot } from './cold-start';
 import {
   type CompletionRequestBody,
@@ -280,12 +281,17 @@ async function main(): Promise<void> {
     }
     const writes = await countWrites(100, turnA);
     gc();
+    const busy = canMeasureBusy()
+      ? await measureBusy(redis.url, sizes.diagnosticTurns, turnA, callB)
+      : undefined;
+    gc();
     const profileA = await profile(sizes.diagnosticTurns, turnA);
     gc();
     const profileB = await profile(sizes.diagnosticTurns, callB);
     return {
       redisWait: { waitMedianMs: median(waits), turnMedianMs: median(turns), batches },
       writes,
+      busy,
       profileA,
       profileB,
     };
@@ -359,6 +365,7 @@ async function main(): Promise<void> {
     roundTrips,
     redisWait: diagnostics.redisWait,
     writes: diagnostics.writes,
+    busy: diagnostics.busy,
     profileA: diagnostics.profileA,
     profileB: diagnostics.profileB,
     memory,

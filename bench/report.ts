@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import type { AbSummary } from './ab';
+import type { BusyResult } from './busy';
 import type { ColdStartResult } from './cold-start';
 import { repoRoot } from './cold-start';
 import type { ThroughputResult } from './http';
@@ -20,6 +21,29 @@ export interface MachineInfo {
   readonly commit: string;
 }
 
+/** The busy-or-waiting diagnostic: what the proxy adds in CPU, and in time spent waiting. */
+function busyLines(busy: BusyResult | undefined): string[] {
+  if (busy === undefined)
+    return ['- Busy or waiting: not measured (no per-thread scheduler statistics in /proc).'];
+  const { a, b } = busy;
+  const redisUs = [...busy.redisUsPerTurn.values()].reduce((sum, us) => sum + us, 0);
+  const byCommand = [...busy.redisUsPerTurn.entries()]
+    .map(([name, us]) => `${name.toUpperCase()} ${us.toFixed(0)} µs`)
+    .join(', ');
+  return [
+    `- Busy or waiting (${a.calls} A turns in a row, then ${b.calls} B calls; the main thread's time on a CPU from ` +
+      '/proc/self/task/<pid>/schedstat, nothing sampled; means, so garbage collection pauses and slow calls are in ' +
+      'them, unlike the p50s above): an A turn took ' +
+      `${ms(a.wallMs)} ms, ${ms(a.mainCpuMs)} ms on the CPU and ${ms(a.waitMs)} ms waiting; a B call ` +
+      `${ms(b.wallMs)} ms, ${ms(b.mainCpuMs)} ms on the CPU and ${ms(b.waitMs)} ms waiting. So the proxy adds ` +
+      `**${ms(a.mainCpuMs - b.mainCpuMs)} ms of CPU and ${ms(a.waitMs - b.waitMs)} ms of waiting** to a turn. Waiting ` +
+      'is Redis at work, the two round trips on the wire, and the wake-up of a core that went idle meanwhile: Redis ' +
+      `itself spent ${redisUs.toFixed(0)} µs per turn executing its commands (${byCommand}; INFO commandstats, mean). ` +
+      `Other threads (V8's garbage collection helpers) used ${ms(a.helperCpuMs)} ms per A turn and ` +
+      `${ms(b.helperCpuMs)} ms per B call.`,
+  ];
+}
+
 export interface BenchResults {
   readonly machine: MachineInfo;
   readonly command: string;
@@ -32,6 +56,8 @@ export interface BenchResults {
   readonly roundTrips: RoundTripResult[];
   readonly redisWait: { waitMedianMs: number; turnMedianMs: number; batches: string };
   readonly writes: ConsoleWrites;
+  /** Main-thread CPU and waiting per A turn and B call, and Redis's own time per turn. */
+  readonly busy: BusyResult | undefined;
   /** CPU profiles of handler turns (A) and of direct calls (B), on the 100-message chat. */
   readonly profileA: ProfileSummary;
   readonly profileB: ProfileSummary;
@@ -557,6 +583,7 @@ export function renderReport(results: BenchResults): string {
       `Its round trips: \`${results.redisWait.batches}\`.`,
     `- Console: a buffered turn writes ${results.writes.perTurn.stdout} time(s) to stdout and ${results.writes.perTurn.stderr} ` +
       `time(s) to stderr with logs and metrics off${results.writes.samples.length > 0 ? `, e.g. ${results.writes.samples.map((sample) => `\`${sample}\``).join('; ')}` : ''}.`,
+    ...busyLines(results.busy),
     `- CPU: V8 sampling profiles (100 µs) of ${results.profileA.iterations} A turns and of ${results.profileB.iterations} B calls ` +
       `(100-message chat), self time per turn: A ${ms(results.profileA.totalMs / results.profileA.iterations)} ms, ` +
       `B ${ms(results.profileB.totalMs / results.profileB.iterations)} ms of CPU. The stand-in runs in this process in both, so ` +

@@ -1,0 +1,134 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { Redis } from 'ioredis';
+
+/**
+ * Where the wall time of a turn goes: on this process's main thread's CPU, or waiting (for Redis,
+ * for the wake-up of a sleeping core), and how long Redis itself spent executing the commands.
+ * Read from the kernel's scheduler statistics (nanoseconds on the CPU, per thread), not sampled,
+ * so nothing is added to the work measured.
+ */
+
+export interface BusySide {
+  readonly calls: number;
+  /** Means per call: the wall time, the main thread's time on a CPU (JavaScript, V8 and its
+   * garbage collection pauses, system calls), and the rest of the wall time (waiting). */
+  readonly wallMs: number;
+  readonly mainCpuMs: number;
+  readonly waitMs: number;
+  /** Every other thread of this process (V8's garbage collection helpers, libuv's pool), per call. */
+  readonly helperCpuMs: number;
+}
+
+export interface BusyResult {
+  readonly a: BusySide;
+  readonly b: BusySide;
+  /** Redis's own time executing A's commands, per turn (INFO commandstats), by command. */
+  readonly redisUsPerTurn: ReadonlyMap<string, number>;
+}
+
+/** Nanoseconds each thread of this process has spent on a CPU, by thread id. */
+function threadCpuNs(): Map<string, number> {
+  const times = new Map<string, number>();
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      times.set(tid, schedNs(`/proc/self/task/${tid}/schedstat`));
+    } catch {
+      // The thread ended since the listing.
+    }
+  }
+  return times;
+}
+
+/** The first field of a schedstat file: nanoseconds on a CPU. */
+function schedNs(path: string): number {
+  return Number(readFileSync(path, 'utf8').split(' ')[0]);
+}
+
+/** Whether this kernel keeps per-thread scheduler statistics. */
+export function canMeasureBusy(): boolean {
+  try {
+    schedNs(`/proc/self/task/${process.pid}/schedstat`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The kernel brings a thread's figure up to date when it leaves the CPU (or at a scheduler tick),
+ * so a short sleep before each reading makes it exact; the sleeps are outside the timed calls.
+ */
+async function settledThreadCpuNs(): Promise<Map<string, number>> {
+  await new Promise((resolve) => setTimeout(resolve, 2));
+  return threadCpuNs();
+}
+
+async function side(calls: number, work: () => Promise<void>): Promise<BusySide> {
+  const main = String(process.pid);
+  const before = await settledThreadCpuNs();
+  let wall = 0;
+  for (let i = 0; i < calls; i += 1) {
+    const t0 = performance.now();
+    await work();
+    wall += performance.now() - t0;
+  }
+  const after = await settledThreadCpuNs();
+  let mainNs = 0;
+  let helperNs = 0;
+  for (const [tid, ns] of after) {
+    const used = ns - (before.get(tid) ?? 0);
+    if (tid === main) mainNs += used;
+    else helperNs += used;
+  }
+  // The two sleeps' own instants on the CPU are noise against hundreds of calls.
+  const mainCpuMs = mainNs / 1e6 / calls;
+  return {
+    calls,
+    wallMs: wall / calls,
+    mainCpuMs,
+    waitMs: wall / calls - mainCpuMs,
+    helperCpuMs: helperNs / 1e6 / calls,
+  };
+}
+
+/** INFO commandstats as microseconds by command name. */
+function commandMicros(info: string): Map<string, number> {
+  const micros = new Map<string, number>();
+  for (const match of info.matchAll(/^cmdstat_([^:]+):calls=\d+,usec=(\d+)/gm)) {
+    micros.set(match[1] as string, Number(match[2]));
+  }
+  return micros;
+}
+
+/**
+ * `calls` of A in a row, then `calls` of B in a row (each side after the same number of untimed
+ * ones), on this process; Redis's statistics are reset before the A block and read after it. The
+ * Redis time of a script includes the commands it runs, which are not counted again.
+ */
+export async function measureBusy(
+  redisUrl: string,
+  calls: number,
+  turnA: () => Promise<void>,
+  callB: () => Promise<void>,
+): Promise<BusyResult> {
+  const admin = new Redis(redisUrl);
+  try {
+    for (let i = 0; i < 50; i += 1) await turnA();
+    await admin.config('RESETSTAT');
+    const a = await side(calls, turnA);
+    const stats = commandMicros(await admin.info('commandstats'));
+    for (let i = 0; i < 50; i += 1) await callB();
+    const b = await side(calls, callB);
+    // A turn sends scripts and LRANGE; the commands the scripts run are listed too (GET, HSET…),
+    // but their time is inside the script's, so only these are summed.
+    const topLevel = ['evalsha', 'eval', 'lrange'];
+    const redisUsPerTurn = new Map<string, number>();
+    for (const name of topLevel) {
+      const usec = stats.get(name);
+      if (usec !== undefined && usec > 0) redisUsPerTurn.set(name, usec / calls);
+    }
+    return { a, b, redisUsPerTurn };
+  } finally {
+    admin.disconnect();
+  }
+}
