@@ -1,5 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
+import { median } from './stats';
 
 /**
  * Where the wall time of a turn goes: on this process's main thread's CPU, or waiting (for Redis,
@@ -17,6 +18,12 @@ export interface BusySide {
   readonly waitMs: number;
   /** Every other thread of this process (V8's garbage collection helpers, libuv's pool), per call. */
   readonly helperCpuMs: number;
+  /**
+   * Medians of each call's own figures, comparable with the p50s: its wall time, the main
+   * thread's CPU time during it (the process's from getrusage, exact to the microsecond, less the
+   * other threads'), and the rest.
+   */
+  readonly median: { readonly wallMs: number; readonly cpuMs: number; readonly waitMs: number };
 }
 
 export interface BusyResult {
@@ -63,14 +70,33 @@ async function settledThreadCpuNs(): Promise<Map<string, number>> {
   return threadCpuNs();
 }
 
+/** Nanoseconds the threads other than the main one have spent on a CPU, in all. */
+function helperCpuNs(main: string): number {
+  let ns = 0;
+  for (const [tid, used] of threadCpuNs()) if (tid !== main) ns += used;
+  return ns;
+}
+
 async function side(calls: number, work: () => Promise<void>): Promise<BusySide> {
   const main = String(process.pid);
+  const walls: number[] = [];
+  const cpus: number[] = [];
+  const waits: number[] = [];
   const before = await settledThreadCpuNs();
-  let wall = 0;
   for (let i = 0; i < calls; i += 1) {
+    // getrusage is exact for the process but counts every thread; the helpers' own figures (exact
+    // while they sleep, which is most of the time) are taken off, leaving the main thread's.
+    const h0 = helperCpuNs(main);
+    const c0 = process.cpuUsage();
     const t0 = performance.now();
     await work();
-    wall += performance.now() - t0;
+    const t1 = performance.now();
+    const c1 = process.cpuUsage(c0);
+    const helpers = (helperCpuNs(main) - h0) / 1e6;
+    const cpu = Math.max((c1.user + c1.system) / 1000 - helpers, 0);
+    walls.push(t1 - t0);
+    cpus.push(cpu);
+    waits.push(t1 - t0 - cpu);
   }
   const after = await settledThreadCpuNs();
   let mainNs = 0;
@@ -82,12 +108,14 @@ async function side(calls: number, work: () => Promise<void>): Promise<BusySide>
   }
   // The two sleeps' own instants on the CPU are noise against hundreds of calls.
   const mainCpuMs = mainNs / 1e6 / calls;
+  const wallMs = walls.reduce((sum, ms) => sum + ms, 0) / calls;
   return {
     calls,
-    wallMs: wall / calls,
+    wallMs,
     mainCpuMs,
-    waitMs: wall / calls - mainCpuMs,
+    waitMs: wallMs - mainCpuMs,
     helperCpuMs: helperNs / 1e6 / calls,
+    median: { wallMs: median(walls), cpuMs: median(cpus), waitMs: median(waits) },
   };
 }
 

@@ -30,17 +30,22 @@ function busyLines(busy: BusyResult | undefined): string[] {
   const byCommand = [...busy.redisUsPerTurn.entries()]
     .map(([name, us]) => `${name.toUpperCase()} ${us.toFixed(0)} µs`)
     .join(', ');
+  const m = (side: typeof a) => side.median;
   return [
-    `- Busy or waiting (${a.calls} A turns in a row, then ${b.calls} B calls; the main thread's time on a CPU from ` +
-      '/proc/self/task/<pid>/schedstat, nothing sampled; means, so garbage collection pauses and slow calls are in ' +
-      'them, unlike the p50s above): an A turn took ' +
-      `${ms(a.wallMs)} ms, ${ms(a.mainCpuMs)} ms on the CPU and ${ms(a.waitMs)} ms waiting; a B call ` +
-      `${ms(b.wallMs)} ms, ${ms(b.mainCpuMs)} ms on the CPU and ${ms(b.waitMs)} ms waiting. So the proxy adds ` +
-      `**${ms(a.mainCpuMs - b.mainCpuMs)} ms of CPU and ${ms(a.waitMs - b.waitMs)} ms of waiting** to a turn. Waiting ` +
-      'is Redis at work, the two round trips on the wire, and the wake-up of a core that went idle meanwhile: Redis ' +
-      `itself spent ${redisUs.toFixed(0)} µs per turn executing its commands (${byCommand}; INFO commandstats, mean). ` +
-      `Other threads (V8's garbage collection helpers) used ${ms(a.helperCpuMs)} ms per A turn and ` +
-      `${ms(b.helperCpuMs)} ms per B call.`,
+    `- Busy or waiting (${a.calls} A turns in a row, then ${b.calls} B calls, nothing sampled). A typical call ` +
+      "(medians of each call's own figures; the main thread's CPU time is the process's from getrusage, exact to " +
+      "the microsecond, less the other threads'): an A turn took " +
+      `${ms(m(a).wallMs)} ms, ${ms(m(a).cpuMs)} ms of it on a CPU and ${ms(m(a).waitMs)} ms waiting; a B call ` +
+      `${ms(m(b).wallMs)} ms, ${ms(m(b).cpuMs)} ms on a CPU and ${ms(m(b).waitMs)} ms waiting. So in a typical turn the ` +
+      `proxy adds about **${ms(m(a).cpuMs - m(b).cpuMs)} ms of CPU and ${ms(m(a).waitMs - m(b).waitMs)} ms of waiting**. ` +
+      'Waiting is Redis at work, the two round trips on the wire, and the wake-up of a core that went idle ' +
+      `meanwhile: Redis itself spent ${redisUs.toFixed(0)} µs per turn executing its commands (${byCommand}; INFO ` +
+      'commandstats, mean). The CPU includes the system calls that write to Redis, each of which wakes ' +
+      'redis-server on the other core. Means, with garbage collection pauses and slow calls (the main ' +
+      'thread from /proc/self/task/<pid>/schedstat): an A turn ' +
+      `${ms(a.wallMs)} ms, ${ms(a.mainCpuMs)} ms on the main thread's CPU and ${ms(a.waitMs)} ms waiting; a B call ` +
+      `${ms(b.wallMs)} ms, ${ms(b.mainCpuMs)} ms and ${ms(b.waitMs)} ms; other threads (V8's garbage collection ` +
+      `helpers) used ${ms(a.helperCpuMs)} ms per A turn and ${ms(b.helperCpuMs)} ms per B call.`,
   ];
 }
 
