@@ -5,14 +5,14 @@ import { median } from './stats';
 /**
  * Where the wall time of a turn goes: on this process's main thread's CPU, or waiting (for Redis,
  * for the wake-up of a sleeping core), and how long Redis itself spent executing the commands.
- * Read from the kernel's scheduler statistics (nanoseconds on the CPU, per thread), not sampled,
- * so nothing is added to the work measured.
+ * Read per call from getrusage and the kernel's per-thread scheduler statistics, not sampled, so
+ * nothing is added to the work measured.
  */
 
 export interface BusySide {
   readonly calls: number;
-  /** Means per call: the wall time, the main thread's time on a CPU (JavaScript, V8 and its
-   * garbage collection pauses, system calls), and the rest of the wall time (waiting). */
+  /** Means per call (garbage collection pauses and slow calls included): the wall time, the main
+   * thread's time on a CPU (JavaScript, V8, system calls), and the rest of the wall time (waiting). */
   readonly wallMs: number;
   readonly mainCpuMs: number;
   readonly waitMs: number;
@@ -61,15 +61,6 @@ export function canMeasureBusy(): boolean {
   }
 }
 
-/**
- * The kernel brings a thread's figure up to date when it leaves the CPU (or at a scheduler tick),
- * so a short sleep before each reading makes it exact; the sleeps are outside the timed calls.
- */
-async function settledThreadCpuNs(): Promise<Map<string, number>> {
-  await new Promise((resolve) => setTimeout(resolve, 2));
-  return threadCpuNs();
-}
-
 /** Nanoseconds the threads other than the main one have spent on a CPU, in all. */
 function helperCpuNs(main: string): number {
   let ns = 0;
@@ -82,10 +73,11 @@ async function side(calls: number, work: () => Promise<void>): Promise<BusySide>
   const walls: number[] = [];
   const cpus: number[] = [];
   const waits: number[] = [];
-  const before = await settledThreadCpuNs();
+  let helpersMs = 0;
   for (let i = 0; i < calls; i += 1) {
     // getrusage is exact for the process but counts every thread; the helpers' own figures (exact
-    // while they sleep, which is most of the time) are taken off, leaving the main thread's.
+    // while they sleep, which is most of the time) are taken off, leaving the main thread's. The
+    // readings fall between calls, outside what is measured.
     const h0 = helperCpuNs(main);
     const c0 = process.cpuUsage();
     const t0 = performance.now();
@@ -94,27 +86,18 @@ async function side(calls: number, work: () => Promise<void>): Promise<BusySide>
     const c1 = process.cpuUsage(c0);
     const helpers = (helperCpuNs(main) - h0) / 1e6;
     const cpu = Math.max((c1.user + c1.system) / 1000 - helpers, 0);
+    helpersMs += helpers;
     walls.push(t1 - t0);
     cpus.push(cpu);
     waits.push(t1 - t0 - cpu);
   }
-  const after = await settledThreadCpuNs();
-  let mainNs = 0;
-  let helperNs = 0;
-  for (const [tid, ns] of after) {
-    const used = ns - (before.get(tid) ?? 0);
-    if (tid === main) mainNs += used;
-    else helperNs += used;
-  }
-  // The two sleeps' own instants on the CPU are noise against hundreds of calls.
-  const mainCpuMs = mainNs / 1e6 / calls;
-  const wallMs = walls.reduce((sum, ms) => sum + ms, 0) / calls;
+  const mean = (values: number[]) => values.reduce((sum, value) => sum + value, 0) / values.length;
   return {
     calls,
-    wallMs,
-    mainCpuMs,
-    waitMs: wallMs - mainCpuMs,
-    helperCpuMs: helperNs / 1e6 / calls,
+    wallMs: mean(walls),
+    mainCpuMs: mean(cpus),
+    waitMs: mean(waits),
+    helperCpuMs: helpersMs / calls,
     median: { wallMs: median(walls), cpuMs: median(cpus), waitMs: median(waits) },
   };
 }

@@ -41,8 +41,7 @@ function busyLines(busy: BusyResult | undefined): string[] {
       'Waiting is Redis at work, the two round trips on the wire, and the wake-up of a core that went idle ' +
       `meanwhile: Redis itself spent ${redisUs.toFixed(0)} µs per turn executing its commands (${byCommand}; INFO ` +
       'commandstats, mean). The CPU includes the system calls that write to Redis, each of which wakes ' +
-      'redis-server on the other core. Means, with garbage collection pauses and slow calls (the main ' +
-      'thread from /proc/self/task/<pid>/schedstat): an A turn ' +
+      'redis-server on the other core. Means, with garbage collection pauses and slow calls: an A turn ' +
       `${ms(a.wallMs)} ms, ${ms(a.mainCpuMs)} ms on the main thread's CPU and ${ms(a.waitMs)} ms waiting; a B call ` +
       `${ms(b.wallMs)} ms, ${ms(b.mainCpuMs)} ms and ${ms(b.waitMs)} ms; other threads (V8's garbage collection ` +
       `helpers) used ${ms(a.helperCpuMs)} ms per A turn and ${ms(b.helperCpuMs)} ms per B call.`,
