@@ -166,9 +166,11 @@ export type IdempotencyScope = { readonly tenant: string; readonly chatId?: stri
 
 export interface ChatRepository {
   getGlobalSystemPrompt(tenant: string): Promise<string | null>;
-  setGlobalSystemPrompt(tenant: string, content: string): Promise<void>;
+  /** With `keep`, the request's answer goes into its idempotency record in the same step. */
+  setGlobalSystemPrompt(tenant: string, content: string, keep?: KeptAnswer): Promise<void>;
   getChatSystemPrompt(chat: ChatRef): Promise<string | null>;
-  setChatSystemPrompt(chat: ChatRef, content: string): Promise<void>;
+  /** With `keep`, the request's answer goes into its idempotency record in the same step. */
+  setChatSystemPrompt(chat: ChatRef, content: string, keep?: KeptAnswer): Promise<void>;
   getSettings(chat: ChatRef): Promise<ChatSettings>;
   updateSettings(chat: ChatRef, change: SettingsChange): Promise<ChatSettings>;
   /** The chat's dates, size, usage and settings; null if it does not exist. */
@@ -316,13 +318,19 @@ function chatKeys(chat: ChatRef): string[] {
   return ordered;
 }
 
+/** The keys of a scope's idempotency records: the tenant's, or one chat's. */
+function scopeKeys(scope: IdempotencyScope): {
+  idempotency: (id: string) => string;
+  idempotencySet: string;
+} {
+  return scope.chatId === undefined
+    ? keys.tenant(scope.tenant)
+    : keys.chat({ tenant: scope.tenant, chatId: scope.chatId });
+}
+
 function idempotencyKeys(scope: IdempotencyScope, id: string): { record: string; set: string } {
-  if (scope.chatId === undefined) {
-    const tenant = keys.tenant(scope.tenant);
-    return { record: tenant.idempotency(id), set: tenant.idempotencySet };
-  }
-  const chat = keys.chat({ tenant: scope.tenant, chatId: scope.chatId });
-  return { record: chat.idempotency(id), set: chat.idempotencySet };
+  const k = scopeKeys(scope);
+  return { record: k.idempotency(id), set: k.idempotencySet };
 }
 
 type ScriptName = keyof typeof scripts;
@@ -358,18 +366,21 @@ function together<T>(redis: RedisClient, issue: (client: Scripted) => T): T {
 }
 
 /**
- * The idempotency record a chat script writes `keep` into (or, with none, a chat key the script
- * leaves alone, as KEYS must stay the same length), and the arguments that carry the answer:
- * response (JSON, or ''), keepSeconds, fingerprint.
+ * The idempotency record a script writes `keep` into and its scope's record set (with no `keep`,
+ * the set stands in for the record: a key in the same slot the script leaves alone, as KEYS must
+ * stay the same length), and the arguments that carry the answer: response (JSON, or ''),
+ * keepSeconds, fingerprint.
  */
-function keptIn(chat: ChatRef, keep: KeptAnswer | undefined): { record: string; argv: (string | number)[] } {
-  const k = keys.chat(chat);
-  return keep
-    ? {
-        record: k.idempotency(keep.id),
-        argv: [JSON.stringify(keep.response), keep.keepSeconds, keep.fingerprint],
-      }
-    : { record: k.idempotencySet, argv: ['', 0, ''] };
+function keptIn(
+  scope: IdempotencyScope,
+  keep: KeptAnswer | undefined,
+): { record: string; set: string; argv: (string | number)[] } {
+  if (keep === undefined) {
+    const set = scopeKeys(scope).idempotencySet;
+    return { record: set, set, argv: ['', 0, ''] };
+  }
+  const { record, set } = idempotencyKeys(scope, keep.id);
+  return { record, set, argv: [JSON.stringify(keep.response), keep.keepSeconds, keep.fingerprint] };
 }
 
 /**
@@ -609,19 +620,27 @@ export class RedisChatRepository implements ChatRepository {
     return this.run((redis) => redis.get(keys.tenant(tenant).system));
   }
 
-  async setGlobalSystemPrompt(tenant: string, content: string): Promise<void> {
-    await this.run((redis) => redis.set(keys.tenant(tenant).system, content));
+  async setGlobalSystemPrompt(tenant: string, content: string, keep?: KeptAnswer): Promise<void> {
+    if (keep === undefined) {
+      await this.run((redis) => redis.set(keys.tenant(tenant).system, content));
+      return;
+    }
+    const { record, set, argv } = keptIn({ tenant }, keep);
+    await this.run((redis) =>
+      scripted(redis).setTenantSystem(keys.tenant(tenant).system, record, set, content, ...argv),
+    );
   }
 
   getChatSystemPrompt(chat: ChatRef): Promise<string | null> {
     return this.run((redis) => redis.get(keys.chat(chat).system));
   }
 
-  async setChatSystemPrompt(chat: ChatRef, content: string): Promise<void> {
+  async setChatSystemPrompt(chat: ChatRef, content: string, keep?: KeptAnswer): Promise<void> {
     const now = Date.now();
+    const { record, argv: kept } = keptIn(chat, keep);
     await this.run((redis) =>
       Promise.all([
-        scripted(redis).setSystem(...chatKeys(chat), content, now, this.defaultTtlSeconds),
+        scripted(redis).setSystem(...chatKeys(chat), record, content, now, this.defaultTtlSeconds, ...kept),
         this.index(redis, chat, now),
       ]),
     );

@@ -200,10 +200,28 @@ return redis.call('PEXPIRE', KEYS[6], ARGV[2])`,
 if redis.call('GET', KEYS[6]) == ARGV[1] then return redis.call('DEL', KEYS[6]) end
 return 0`,
 
-  /** ARGV content now defaultTtl -> sets the chat's system prompt. */
-  setSystem: `${touch}
+  /**
+   * KEYS (the chat's seven) the request's idempotency record (or, with none, any chat key)
+   * ARGV content now defaultTtl response(JSON, or '' with no record) keepSeconds fingerprint
+   * -> sets the chat's system prompt, and keeps the request's answer in its record in the same
+   *    step (a retry then replays it rather than set the prompt again over a later change).
+   */
+  setSystem: `${touch}${completeRecord}
 redis.call('SET', KEYS[4], ARGV[1])
 touch(ARGV[2], ARGV[3])
+if ARGV[4] ~= '' then complete_record(KEYS[8], KEYS[7], ARGV[6], ARGV[4], ARGV[5]) end
+return 1`,
+
+  /**
+   * KEYS the tenant's system prompt, the request's idempotency record and the tenant's record set
+   * (or, with no record, the prompt's key twice more) ARGV content response(JSON, or '')
+   * keepSeconds fingerprint
+   * -> sets the tenant's system prompt, and keeps the request's answer in its record in the same
+   *    step. The three keys share the tenant's slot.
+   */
+  setTenantSystem: `${completeRecord}
+redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' then complete_record(KEYS[2], KEYS[3], ARGV[4], ARGV[2], ARGV[3]) end
 return 1`,
 
   /**
@@ -352,7 +370,8 @@ export const scriptKeyCounts: Readonly<Record<keyof typeof scripts, number>> = {
   tenantTurn: 3,
   renewLease: CHAT_KEY_COUNT + 1,
   releaseLease: CHAT_KEY_COUNT,
-  setSystem: CHAT_KEY_COUNT,
+  setSystem: CHAT_KEY_COUNT + 1,
+  setTenantSystem: 3,
   updateSettings: CHAT_KEY_COUNT,
   clearMessages: CHAT_KEY_COUNT + 1,
   deleteChat: CHAT_KEY_COUNT,

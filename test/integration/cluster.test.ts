@@ -34,6 +34,7 @@ process.env.REDIS_CLUSTER = 'true';
 process.env.OPENAI_BASE_URL = fake.baseURL;
 
 const postSystem = await loadHandler('post-system');
+const postChatSystem = await loadHandler('post-chat-system');
 const postChat = await loadHandler('post-chat');
 const getChat = await loadHandler('get-chat');
 const postClear = await loadHandler('post-clear');
@@ -91,6 +92,36 @@ describe('on a Redis Cluster', () => {
     const clear = () => postClear(clearEvent({ tenant, chatId: 'chat-1' }, clearKey));
     expect((await clear()).statusCode).toBe(200);
     expect((await clear()).headers['Idempotent-Replayed']).toBe('true');
+
+    // So do keyed system prompts: the tenant's in the tenant's slot, a chat's in the chat's.
+    const tenantPromptKey = { 'Idempotency-Key': uniqueId('k') };
+    const setTenantPrompt = () =>
+      postSystem(
+        apiEvent({
+          method: 'POST',
+          resource: '/system',
+          path: '/system',
+          apiKeyId: tenant,
+          json: { content: 'be brief' },
+          headers: tenantPromptKey,
+        }),
+      );
+    expect((await setTenantPrompt()).statusCode).toBe(200);
+    expect((await setTenantPrompt()).headers['Idempotent-Replayed']).toBe('true');
+    const chatPromptKey = { 'Idempotency-Key': uniqueId('k') };
+    const setChatPrompt = () =>
+      postChatSystem(
+        apiEvent({
+          method: 'POST',
+          resource: '/{chat_id}/system',
+          chatId: 'chat-2',
+          apiKeyId: tenant,
+          json: { content: 'answer in French' },
+          headers: chatPromptKey,
+        }),
+      );
+    expect((await setChatPrompt()).statusCode).toBe(200);
+    expect((await setChatPrompt()).headers['Idempotent-Replayed']).toBe('true');
 
     expect(replay.headers['Idempotent-Replayed']).toBe('true');
     expect(await history('chat-1')).toEqual([]);

@@ -24,6 +24,10 @@ const postChat = await loadHandler('post-chat');
 const getChat = await loadHandler('get-chat');
 const getUsage = await loadHandler('get-usage');
 const postClear = await loadHandler('post-clear');
+const postChatSystem = await loadHandler('post-chat-system');
+const getChatSystem = await loadHandler('get-chat-system');
+const postSystem = await loadHandler('post-system');
+const getSystem = await loadHandler('get-system');
 const redis = new Redis(direct.toString());
 
 // No fault is armed for the first turn, which loads the tokenizer.
@@ -269,6 +273,79 @@ describe('an idempotent clear whose reply was late', () => {
       'after the clear',
       expect.stringContaining('after the clear'),
     ]);
+  });
+});
+
+describe('an idempotent system prompt whose reply was late', () => {
+  /** The script's body (sent by EVAL) and its SHA-1 (sent by EVALSHA): either carries it. */
+  const sent = (script: string) => [script, createHash('sha1').update(script).digest('hex')];
+
+  it("fails, and its retry replays the answer instead of setting the chat's prompt again over a later one", async () => {
+    const set = (content: string, headers: Record<string, string> = {}) =>
+      postChatSystem(
+        apiEvent({
+          method: 'POST',
+          resource: '/{chat_id}/system',
+          chatId: scope.chatId,
+          apiKeyId: scope.tenant,
+          json: { content },
+          headers,
+        }),
+      );
+    const prompt = async () =>
+      JSON.parse(
+        (
+          await getChatSystem(
+            apiEvent({ resource: '/{chat_id}/system', chatId: scope.chatId, apiKeyId: scope.tenant }),
+          )
+        ).body,
+      ) as { content: string };
+    const headers = { 'Idempotency-Key': uniqueId('idem') };
+    proxy.delayReplyTo(sent(scripts.setSystem), LATE_MS);
+
+    const first = await set('first', headers);
+    expect(proxy.triggered).toBe(true);
+    expect(first.statusCode).toBe(503);
+    await proxy.settled();
+    expect((await set('later')).statusCode).toBe(200);
+
+    const retry = await set('first', headers);
+
+    expect(retry.statusCode).toBe(200);
+    expect(retry.headers['Idempotent-Replayed']).toBe('true');
+    expect((await prompt()).content).toBe('later');
+  });
+
+  it("fails, and its retry replays the answer instead of setting the tenant's prompt again over a later one", async () => {
+    const set = (content: string, headers: Record<string, string> = {}) =>
+      postSystem(
+        apiEvent({
+          method: 'POST',
+          resource: '/system',
+          path: '/system',
+          apiKeyId: scope.tenant,
+          json: { content },
+          headers,
+        }),
+      );
+    const prompt = async () =>
+      JSON.parse(
+        (await getSystem(apiEvent({ resource: '/system', path: '/system', apiKeyId: scope.tenant }))).body,
+      ) as { content: string };
+    const headers = { 'Idempotency-Key': uniqueId('idem') };
+    proxy.delayReplyTo(sent(scripts.setTenantSystem), LATE_MS);
+
+    const first = await set('first', headers);
+    expect(proxy.triggered).toBe(true);
+    expect(first.statusCode).toBe(503);
+    await proxy.settled();
+    expect((await set('later')).statusCode).toBe(200);
+
+    const retry = await set('first', headers);
+
+    expect(retry.statusCode).toBe(200);
+    expect(retry.headers['Idempotent-Replayed']).toBe('true');
+    expect((await prompt()).content).toBe('later');
   });
 });
 
