@@ -51,20 +51,29 @@ function schedNs(path: string): number {
   return Number(readFileSync(path, 'utf8').split(' ')[0]);
 }
 
-/** Whether this kernel keeps per-thread scheduler statistics. */
+/**
+ * Whether this kernel keeps per-thread scheduler statistics: a kernel built without them shows
+ * zeros, which would count the helper threads' time as the main thread's.
+ */
 export function canMeasureBusy(): boolean {
   try {
-    schedNs(`/proc/self/task/${process.pid}/schedstat`);
-    return true;
+    const ns = schedNs(`/proc/self/task/${process.pid}/schedstat`);
+    return Number.isFinite(ns) && ns > 0;
   } catch {
     return false;
   }
 }
 
-/** Nanoseconds the threads other than the main one have spent on a CPU, in all. */
-function helperCpuNs(main: string): number {
+/**
+ * Nanoseconds the threads other than the main one spent on a CPU between two readings, counting
+ * only threads present in both (one that ended in between takes its whole past with it).
+ */
+function helperCpuNsBetween(main: string, before: Map<string, number>, after: Map<string, number>): number {
   let ns = 0;
-  for (const [tid, used] of threadCpuNs()) if (tid !== main) ns += used;
+  for (const [tid, used] of after) {
+    const earlier = before.get(tid);
+    if (tid !== main && earlier !== undefined) ns += used - earlier;
+  }
   return ns;
 }
 
@@ -78,14 +87,15 @@ async function side(calls: number, work: () => Promise<void>): Promise<BusySide>
     // getrusage is exact for the process but counts every thread; the helpers' own figures (exact
     // while they sleep, which is most of the time) are taken off, leaving the main thread's. The
     // readings fall between calls, outside what is measured.
-    const h0 = helperCpuNs(main);
+    const h0 = threadCpuNs();
     const c0 = process.cpuUsage();
     const t0 = performance.now();
     await work();
     const t1 = performance.now();
     const c1 = process.cpuUsage(c0);
-    const helpers = (helperCpuNs(main) - h0) / 1e6;
-    const cpu = Math.max((c1.user + c1.system) / 1000 - helpers, 0);
+    const helpers = helperCpuNsBetween(main, h0, threadCpuNs()) / 1e6;
+    // getrusage's window is a little wider than the timed one: capped, so waiting is never negative.
+    const cpu = Math.min(Math.max((c1.user + c1.system) / 1000 - helpers, 0), t1 - t0);
     helpersMs += helpers;
     walls.push(t1 - t0);
     cpus.push(cpu);
@@ -130,8 +140,9 @@ export async function measureBusy(
     const stats = commandMicros(await admin.info('commandstats'));
     for (let i = 0; i < 50; i += 1) await callB();
     const b = await side(calls, callB);
-    // A turn sends scripts and LRANGE; the commands the scripts run are listed too (GET, HSET…),
-    // but their time is inside the script's, so only these are summed.
+    // A buffered turn's round trips are [EVALSHA, LRANGE] [EVALSHA] (section 2; EVAL after a
+    // NOSCRIPT). The commands the scripts run are listed too (GET, HSET…) but their time is inside
+    // the script's, so only these are summed; none of the turn's scripts runs LRANGE itself.
     const topLevel = ['evalsha', 'eval', 'lrange'];
     const redisUsPerTurn = new Map<string, number>();
     for (const name of topLevel) {

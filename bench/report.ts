@@ -36,8 +36,10 @@ function busyLines(busy: BusyResult | undefined): string[] {
       "(medians of each call's own figures; the main thread's CPU time is the process's from getrusage, exact to " +
       "the microsecond, less the other threads'): an A turn took " +
       `${ms(m(a).wallMs)} ms, ${ms(m(a).cpuMs)} ms of it on a CPU and ${ms(m(a).waitMs)} ms waiting; a B call ` +
-      `${ms(m(b).wallMs)} ms, ${ms(m(b).cpuMs)} ms on a CPU and ${ms(m(b).waitMs)} ms waiting. So in a typical turn the ` +
-      `proxy adds about **${ms(m(a).cpuMs - m(b).cpuMs)} ms of CPU and ${ms(m(a).waitMs - m(b).waitMs)} ms of waiting**. ` +
+      `${ms(m(b).wallMs)} ms, ${ms(m(b).cpuMs)} ms on a CPU and ${ms(m(b).waitMs)} ms waiting. So A's typical turn ` +
+      `spent **${ms(m(a).cpuMs - m(b).cpuMs)} ms more on the CPU and ${ms(m(a).waitMs - m(b).waitMs)} ms more waiting** ` +
+      "than B's call (two blocks, not interleaved pairs: the host's drift between them counts, and the sum need not " +
+      'match the overhead p50 above). ' +
       'Waiting is Redis at work, the two round trips on the wire, and the wake-up of a core that went idle ' +
       `meanwhile: Redis itself spent ${redisUs.toFixed(0)} µs per turn executing its commands (${byCommand}; INFO ` +
       'commandstats, mean). The CPU includes the system calls that write to Redis, each of which wakes ' +
@@ -582,14 +584,17 @@ export function renderReport(results: BenchResults): string {
     '',
     '## Where the time goes (diagnostics)',
     '',
-    `- Redis: a buffered turn on the 100-message chat waits ${ms(results.redisWait.waitMedianMs)} ms (median of 200) on its ` +
+    'The diagnostics run on a chat of their own, seeded with 100 messages and a pair longer after each turn; every ' +
+      'turn still sends the 101 messages of the budget, as on the 100-message chats above.',
+    '',
+    `- Redis: a buffered turn on the diagnostics' chat waits ${ms(results.redisWait.waitMedianMs)} ms (median of 200) on its ` +
       `Redis round trips, of ${ms(results.redisWait.turnMedianMs)} ms for the whole turn in process (upstream call included). ` +
       `Its round trips: \`${results.redisWait.batches}\`.`,
     `- Console: a buffered turn writes ${results.writes.perTurn.stdout} time(s) to stdout and ${results.writes.perTurn.stderr} ` +
       `time(s) to stderr with logs and metrics off${results.writes.samples.length > 0 ? `, e.g. ${results.writes.samples.map((sample) => `\`${sample}\``).join('; ')}` : ''}.`,
     ...busyLines(results.busy),
     `- CPU: V8 sampling profiles (100 µs) of ${results.profileA.iterations} A turns and of ${results.profileB.iterations} B calls ` +
-      `(100-message chat), self time per turn: A ${ms(results.profileA.totalMs / results.profileA.iterations)} ms, ` +
+      `(the diagnostics' chat), self time per turn: A ${ms(results.profileA.totalMs / results.profileA.iterations)} ms, ` +
       `B ${ms(results.profileB.totalMs / results.profileB.iterations)} ms of CPU. The stand-in runs in this process in both, so ` +
       'its work (and the HTTP server side of `node:` internals) cancels out in A − B, which is what the proxy adds:',
     '',
@@ -693,8 +698,9 @@ function observations(results: BenchResults): string[] {
   const [, full, long] = results.handlerCases;
   if (full) {
     lines.push(
-      `Handler overhead p50 on the 100-message chat: ${ms(full.overheadP50)} ms, of which about ${ms(results.redisWait.waitMedianMs)} ms is ` +
-        'waiting on Redis (measured on the same kind of turn, see diagnostics).',
+      `Handler overhead p50 on the 100-message chat: ${ms(full.overheadP50)} ms. The turn's two Redis round trips take ` +
+        `about ${ms(results.redisWait.waitMedianMs)} ms from the first command sent to the last reply parsed, this ` +
+        'thread\'s own work for them included ("Busy or waiting" in the diagnostics splits CPU from waiting).',
     );
   }
   if (full && long) {

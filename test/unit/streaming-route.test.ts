@@ -38,6 +38,18 @@ describe('Reply.signal (the client going away)', () => {
     expect(String(signal?.reason)).toContain('The client disconnected');
   });
 
+  it('sends no error answer to a client that went away, when the route then fails', async () => {
+    let reply: Reply | undefined;
+    await invoke(async (current, stream) => {
+      reply = current;
+      stream.destroy();
+      await once(stream, 'close');
+      throw new Error('the upstream call failed');
+    });
+    // Not a 500 for nobody: the answer just ends (an empty 204, which goes nowhere).
+    expect(reply?.statusCode).toBe(204);
+  });
+
   it('does not abort once the answer has ended', async () => {
     let signal: AbortSignal | undefined;
     let stream: ReturnType<typeof createResponseStream> | undefined;
