@@ -5,6 +5,7 @@ import { clearEvent } from '../support/chat-scope';
 import { apiEvent, uniqueId } from '../support/events';
 import { startFakeOpenAi } from '../support/fake-openai';
 import { loadHandler } from '../support/handlers';
+import type { StreamedResponse } from '../support/lambda-stream';
 import { keysPerNode, spawnRedisCluster } from '../support/redis-cluster';
 
 // The same handlers against a real three-node Redis Cluster, as on MemoryDB in cluster mode, and
@@ -59,20 +60,23 @@ const history = async (chatId: string) =>
   ) as unknown[];
 const tenantCall = (invoke: typeof getUsage, method: string, resource: string) =>
   invoke(apiEvent({ method, resource, path: resource, apiKeyId: tenant }));
+const setTenantPrompt = (headers: Record<string, string> = {}) =>
+  postSystem(
+    apiEvent({
+      method: 'POST',
+      resource: '/system',
+      path: '/system',
+      apiKeyId: tenant,
+      json: { content: 'be brief' },
+      headers,
+    }),
+  );
 
 describe('on a Redis Cluster', () => {
   const chats = Array.from({ length: 12 }, (_, i) => `chat-${i}`);
 
   it('runs turns, streamed and buffered, with the tenant prompt from another slot', async () => {
-    await postSystem(
-      apiEvent({
-        method: 'POST',
-        resource: '/system',
-        path: '/system',
-        apiKeyId: tenant,
-        json: { content: 'be brief' },
-      }),
-    );
+    await setTenantPrompt();
 
     for (const [i, chatId] of chats.entries()) {
       expect((await turn(chatId, { content: `hello ${i}`, stream: i % 2 === 0 })).statusCode).toBe(200);
@@ -87,29 +91,18 @@ describe('on a Redis Cluster', () => {
     const key = { 'Idempotency-Key': uniqueId('k') };
     await turn('chat-0', { content: 'again' }, key);
     const replay = await turn('chat-0', { content: 'again' }, key);
-    // A keyed clear keeps its answer in the clear script, in the chat's slot: the retry replays it.
-    const clearKey = { 'Idempotency-Key': uniqueId('k') };
-    const clear = () => postClear(clearEvent({ tenant, chatId: 'chat-1' }, clearKey));
-    expect((await clear()).statusCode).toBe(200);
-    expect((await clear()).headers['Idempotent-Replayed']).toBe('true');
-
-    // So do keyed system prompts: the tenant's in the tenant's slot, a chat's in the chat's.
-    const tenantPromptKey = { 'Idempotency-Key': uniqueId('k') };
-    const setTenantPrompt = () =>
-      postSystem(
-        apiEvent({
-          method: 'POST',
-          resource: '/system',
-          path: '/system',
-          apiKeyId: tenant,
-          json: { content: 'be brief' },
-          headers: tenantPromptKey,
-        }),
-      );
-    expect((await setTenantPrompt()).statusCode).toBe(200);
-    expect((await setTenantPrompt()).headers['Idempotent-Replayed']).toBe('true');
-    const chatPromptKey = { 'Idempotency-Key': uniqueId('k') };
-    const setChatPrompt = () =>
+    // A keyed clear keeps its answer in its script, in the chat's slot, and so do keyed system
+    // prompts (the tenant's in the tenant's slot): each one's second send replays the first.
+    const answeredThenReplayed = async (
+      send: (headers: Record<string, string>) => Promise<StreamedResponse>,
+    ) => {
+      const headers = { 'Idempotency-Key': uniqueId('k') };
+      expect((await send(headers)).statusCode).toBe(200);
+      expect((await send(headers)).headers['Idempotent-Replayed']).toBe('true');
+    };
+    await answeredThenReplayed((headers) => postClear(clearEvent({ tenant, chatId: 'chat-1' }, headers)));
+    await answeredThenReplayed(setTenantPrompt);
+    await answeredThenReplayed((headers) =>
       postChatSystem(
         apiEvent({
           method: 'POST',
@@ -117,11 +110,10 @@ describe('on a Redis Cluster', () => {
           chatId: 'chat-2',
           apiKeyId: tenant,
           json: { content: 'answer in French' },
-          headers: chatPromptKey,
+          headers,
         }),
-      );
-    expect((await setChatPrompt()).statusCode).toBe(200);
-    expect((await setChatPrompt()).headers['Idempotent-Replayed']).toBe('true');
+      ),
+    );
 
     expect(replay.headers['Idempotent-Replayed']).toBe('true');
     expect(await history('chat-1')).toEqual([]);

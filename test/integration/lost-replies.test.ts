@@ -277,76 +277,47 @@ describe('an idempotent clear whose reply was late', () => {
 });
 
 describe('an idempotent system prompt whose reply was late', () => {
-  /** The script's body (sent by EVAL) and its SHA-1 (sent by EVALSHA): either carries it. */
-  const sent = (script: string) => [script, createHash('sha1').update(script).digest('hex')];
+  /** The tenant's prompt or the chat's: where it is set and read, and the script that sets it. */
+  const prompts = [
+    {
+      whose: "the chat's",
+      post: postChatSystem,
+      get: getChatSystem,
+      script: () => scripts.setSystem,
+      event: (input: Parameters<typeof apiEvent>[0]) =>
+        apiEvent({ resource: '/{chat_id}/system', chatId: scope.chatId, apiKeyId: scope.tenant, ...input }),
+    },
+    {
+      whose: "the tenant's",
+      post: postSystem,
+      get: getSystem,
+      script: () => scripts.setTenantSystem,
+      event: (input: Parameters<typeof apiEvent>[0]) =>
+        apiEvent({ resource: '/system', path: '/system', apiKeyId: scope.tenant, ...input }),
+    },
+  ];
 
-  it("fails, and its retry replays the answer instead of setting the chat's prompt again over a later one", async () => {
-    const set = (content: string, headers: Record<string, string> = {}) =>
-      postChatSystem(
-        apiEvent({
-          method: 'POST',
-          resource: '/{chat_id}/system',
-          chatId: scope.chatId,
-          apiKeyId: scope.tenant,
-          json: { content },
-          headers,
-        }),
-      );
-    const prompt = async () =>
-      JSON.parse(
-        (
-          await getChatSystem(
-            apiEvent({ resource: '/{chat_id}/system', chatId: scope.chatId, apiKeyId: scope.tenant }),
-          )
-        ).body,
-      ) as { content: string };
-    const headers = { 'Idempotency-Key': uniqueId('idem') };
-    proxy.delayReplyTo(sent(scripts.setSystem), LATE_MS);
+  for (const { whose, post, get, script, event } of prompts) {
+    it(`fails, and its retry replays the answer instead of setting ${whose} prompt again over a later one`, async () => {
+      const set = (content: string, headers: Record<string, string> = {}) =>
+        post(event({ method: 'POST', json: { content }, headers }));
+      const headers = { 'Idempotency-Key': uniqueId('idem') };
+      // The script's body (sent by EVAL) or its SHA-1 (sent by EVALSHA): it runs, its reply comes late.
+      proxy.delayReplyTo([script(), createHash('sha1').update(script()).digest('hex')], LATE_MS);
 
-    const first = await set('first', headers);
-    expect(proxy.triggered).toBe(true);
-    expect(first.statusCode).toBe(503);
-    await proxy.settled();
-    expect((await set('later')).statusCode).toBe(200);
+      const first = await set('first', headers);
+      expect(proxy.triggered).toBe(true);
+      expect(first.statusCode).toBe(503);
+      await proxy.settled();
+      expect((await set('later')).statusCode).toBe(200);
 
-    const retry = await set('first', headers);
+      const retry = await set('first', headers);
 
-    expect(retry.statusCode).toBe(200);
-    expect(retry.headers['Idempotent-Replayed']).toBe('true');
-    expect((await prompt()).content).toBe('later');
-  });
-
-  it("fails, and its retry replays the answer instead of setting the tenant's prompt again over a later one", async () => {
-    const set = (content: string, headers: Record<string, string> = {}) =>
-      postSystem(
-        apiEvent({
-          method: 'POST',
-          resource: '/system',
-          path: '/system',
-          apiKeyId: scope.tenant,
-          json: { content },
-          headers,
-        }),
-      );
-    const prompt = async () =>
-      JSON.parse(
-        (await getSystem(apiEvent({ resource: '/system', path: '/system', apiKeyId: scope.tenant }))).body,
-      ) as { content: string };
-    const headers = { 'Idempotency-Key': uniqueId('idem') };
-    proxy.delayReplyTo(sent(scripts.setTenantSystem), LATE_MS);
-
-    const first = await set('first', headers);
-    expect(proxy.triggered).toBe(true);
-    expect(first.statusCode).toBe(503);
-    await proxy.settled();
-    expect((await set('later')).statusCode).toBe(200);
-
-    const retry = await set('first', headers);
-
-    expect(retry.statusCode).toBe(200);
-    expect(retry.headers['Idempotent-Replayed']).toBe('true');
-    expect((await prompt()).content).toBe('later');
-  });
+      expect(retry.statusCode).toBe(200);
+      expect(retry.headers['Idempotent-Replayed']).toBe('true');
+      expect(JSON.parse((await get(event({}))).body)).toEqual({ content: 'later' });
+    });
+  }
 });
 
 describe('an idempotent turn whose claim ran but whose reply was lost', () => {
