@@ -205,6 +205,7 @@ export interface ChatRepository {
   /**
    * Deletes the chat's messages; its system prompt and settings stay. Turns in flight are not
    * stored. With `keep`, the request's answer goes into its idempotency record in the same step.
+   * Safe to send again: the same call, re-sent after a dropped connection, clears nothing more.
    */
   clearMessages(chat: ChatRef, keep?: KeptAnswer): Promise<void>;
   /** Deletes the chat and everything in it; false if there was nothing. */
@@ -264,7 +265,8 @@ function safe(id: string): string {
  *                                                      expires after COUNTED_MARKER_MS)
  *   {prefix}:{c:<tenant>:<chat>}:meta          hash    gen, seq, base, created_at, updated_at,
  *                                                      usage totals, the lease tokens of the last
- *                                                      turn stored and the last refused
+ *                                                      turn stored and the last refused, the
+ *                                                      last clear's token
  *   {prefix}:{c:<tenant>:<chat>}:messages      list    JSON messages, oldest first (id = base + index)
  *   {prefix}:{c:<tenant>:<chat>}:pairs         list    tokens of each user+reply pair (kept for
  *                                                      earlier versions; turns read the counts
@@ -891,7 +893,15 @@ export class RedisChatRepository implements ChatRepository {
     const { record, argv: kept } = keptIn(chat, keep);
     await this.run((redis) =>
       Promise.all([
-        scripted(redis).clearMessages(...chatKeys(chat), record, now, this.defaultTtlSeconds, ...kept),
+        scripted(redis).clearMessages(
+          ...chatKeys(chat),
+          record,
+          now,
+          this.defaultTtlSeconds,
+          ...kept,
+          // Sent again as it is by ioredis after a dropped connection: the script knows it by this.
+          randomUUID(),
+        ),
         this.index(redis, chat, now),
       ]),
     );

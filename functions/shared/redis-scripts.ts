@@ -237,27 +237,21 @@ return cjson.encode(read_settings())`,
 
   /**
    * KEYS (the chat's seven) the request's idempotency record (or, with none, any chat key)
-   * ARGV now defaultTtl response(JSON, or '' with no record) keepSeconds fingerprint
+   * ARGV now defaultTtl response(JSON, or '' with no record) keepSeconds fingerprint token
    * -> deletes the messages (the system prompt and settings stay) and moves the generation on, so
    * a turn in flight will not be stored; keeps the request's answer in its record in the same
-   * step (a retry then replays it rather than clear again what came after, and the same clear
-   * sent again by ioredis does nothing). Like any write, it marks the chat (which exists from then
+   * step (a retry then replays it rather than clear again what came after). The meta hash keeps
+   * the last clear's token (one per request): the same clear sent again by ioredis, after a
+   * dropped connection, does nothing. Like any write, it marks the chat (which exists from then
    * on, empty) and restarts its retention.
    */
   clearMessages: `${touch}${completeRecord}
-if ARGV[3] ~= '' then
-  -- This very request's clear ran already (ioredis sent it again after a dropped connection): a
-  -- done record with its body is there, as a claim only ever takes a missing record.
-  local held = redis.call('GET', KEYS[8])
-  if held then
-    local record = cjson.decode(held)
-    if record.state == 'done' and record.fingerprint == ARGV[5] then
-      return tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
-    end
-  end
+if redis.call('HGET', KEYS[1], 'cleared') == ARGV[6] then
+  return tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
 end
 redis.call('DEL', KEYS[2], KEYS[3])
 local generation = redis.call('HINCRBY', KEYS[1], 'gen', 1)
+redis.call('HSET', KEYS[1], 'cleared', ARGV[6])
 touch(ARGV[1], ARGV[2])
 if ARGV[3] ~= '' then complete_record(KEYS[8], KEYS[7], ARGV[5], ARGV[3], ARGV[4]) end
 return generation`,

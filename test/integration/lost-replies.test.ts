@@ -126,24 +126,6 @@ describe('a commit sent twice (the repository)', () => {
     expect((await repository.getMessages(chat, {})).messages).toEqual([]);
   });
 
-  it('does not clear again when the same keyed clear is sent again', async () => {
-    const chat = { ...scope };
-    const id = 'd'.repeat(64);
-    await repository.claimIdempotency(chat, id, 'body', 60_000);
-    const keep = {
-      id,
-      fingerprint: 'body',
-      response: { statusCode: 200, headers: {}, body: '{}' },
-      keepSeconds: 60,
-    };
-    await repository.clearMessages(chat, keep);
-    expect(await repository.commitTurn(chat, await begin(), record('after the clear'))).toBe('stored');
-
-    await repository.clearMessages(chat, keep);
-
-    expect((await repository.getMessages(chat, {})).messages).toHaveLength(2);
-  });
-
   it('still refuses an earlier turn once a later one was stored', async () => {
     const chat = { ...scope };
     const early = await begin();
@@ -249,6 +231,28 @@ describe('an idempotent turn whose commit timed out after it ran', () => {
     expect(fake.requestsTo('/chat/completions')).toHaveLength(1);
     expect(await history()).toHaveLength(2);
   });
+});
+
+describe('a clear whose reply was lost', () => {
+  const generation = async () => Number((await redis.hget(keys.chat(scope).meta, 'gen')) ?? 0);
+
+  for (const keyed of [false, true]) {
+    it(`clears once when ioredis sends it again${keyed ? ' (with an Idempotency-Key)' : ''}`, async () => {
+      expect((await postChat(turn({ content: 'before the clear' }))).statusCode).toBe(200);
+      const before = await generation();
+      // The clear script itself, as EVAL (its body) or EVALSHA: it runs, its reply is lost with the
+      // connection, and ioredis sends it again on the next one.
+      const clearScript = scripts.clearMessages;
+      proxy.loseReplyTo([clearScript, createHash('sha1').update(clearScript).digest('hex')]);
+
+      const result = await postClear(clearEvent(scope, keyed ? { 'Idempotency-Key': uniqueId('idem') } : {}));
+
+      expect(proxy.triggered).toBe(true);
+      expect(result.statusCode).toBe(200);
+      expect(await generation()).toBe(before + 1);
+      expect(await history()).toEqual([]);
+    });
+  }
 });
 
 describe('an idempotent clear whose reply was late', () => {
