@@ -373,7 +373,9 @@ export function createLocalServer(options: LocalServerOptions): Server {
     serve(req, res).catch((error: unknown) => {
       console.error(`Handler failed on ${req.method} ${req.url}:`, error);
       if (res.headersSent) {
-        res.destroy();
+        // The answer had started: it ends there, cut short, as a failed stream does in Lambda. Not
+        // at once: what went out last is still corked until the next tick.
+        setImmediate(() => res.destroy());
         return;
       }
       sendError(res, new InternalError());

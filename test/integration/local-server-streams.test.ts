@@ -1,6 +1,6 @@
 import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { routes } from '../../functions/routes';
 import type { ResponseStream } from '../../functions/shared/lambda-stream';
 import { awsLambdaStandIn, installAwsLambda } from '../../local/awslambda';
@@ -19,8 +19,12 @@ const open = (stream: ResponseStream, contentType: string) =>
 
 const TICK = Symbol('the next tick');
 const END = Symbol('end');
+const THROW = Symbol('a failure');
 /** What a handler does: its answer's content type (none: no prelude), then writes, ticks, the end. */
-type Scenario = readonly [contentType: string | undefined, ...steps: (string | typeof TICK | typeof END)[]];
+type Scenario = readonly [
+  contentType: string | undefined,
+  ...steps: (string | typeof TICK | typeof END | typeof THROW)[],
+];
 
 const scenarios: Record<string, Scenario> = {
   'JSON, one write and the end in one tick': ['application/json', '{"a":1}', END],
@@ -43,11 +47,23 @@ const scenarios: Record<string, Scenario> = {
   ],
 };
 
+const failing: Record<string, Scenario> = {
+  'an event, then a failure in the same tick': ['text/event-stream', 'event: delta\n\n', THROW],
+  'an event, then another and a failure a tick later': [
+    'text/event-stream',
+    'event: delta\n\n',
+    TICK,
+    'event: delta\n\n',
+    THROW,
+  ],
+};
+
 async function play([contentType, ...steps]: Scenario, stream: ResponseStream): Promise<void> {
   const body = contentType === undefined ? stream : open(stream, contentType);
   for (const step of steps) {
     if (step === TICK) await tick();
     else if (step === END) body.end();
+    else if (step === THROW) throw new Error('the handler failed');
     else body.write(step);
   }
 }
@@ -56,7 +72,7 @@ const bodyOf = ([, ...steps]: Scenario) => steps.filter((step) => typeof step ==
 
 let current = '';
 const handler = awsLambdaStandIn.streamifyResponse(async (_event, stream) =>
-  play(scenarios[current] ?? [undefined], stream),
+  play(scenarios[current] ?? failing[current] ?? [undefined], stream),
 );
 const server = createLocalServer({
   apiKeys: new Map([['key', 'tenant']]),
@@ -89,6 +105,39 @@ function get(): Promise<string> {
     req.end();
   });
 }
+
+/** What arrives before the connection ends, however it ends. */
+function getWhatArrives(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { port, host: '127.0.0.1', path: route?.path, method: 'GET', headers: { 'x-api-key': 'key' } },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk) => {
+          text += chunk;
+        });
+        res.on('error', () => undefined);
+        res.on('close', () => resolve(text));
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('the local server, a streaming handler that fails after writing', () => {
+  it.each(Object.keys(failing))('%s: what it wrote arrives before the connection ends', async (name) => {
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    current = name;
+    try {
+      expect(await getWhatArrives()).toBe(bodyOf(failing[name] ?? [undefined]));
+      expect(logged).toHaveBeenCalled();
+    } finally {
+      logged.mockRestore();
+    }
+  });
+});
 
 describe('the local server, streaming handlers however they write', () => {
   it.each(Object.keys(scenarios))('%s: the whole body arrives, twice on one connection', async (name) => {
