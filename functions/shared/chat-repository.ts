@@ -291,8 +291,12 @@ export const keys = {
       chats: `${base}:chats`,
       usage: `${base}:usage`,
       idempotencySet: `${base}:idem`,
-      idempotency: (id: string) => `${base}:idem:${safe(id)}`,
-      counted: (token: string) => `${base}:counted:${safe(token)}`,
+      idempotency(id: string) {
+        return `${base}:idem:${safe(id)}`;
+      },
+      counted(token: string) {
+        return `${base}:counted:${safe(token)}`;
+      },
       /** A SCAN pattern for every chat key of the tenant. */
       chatPattern: `${redisConfig.keyPrefix}:{c:${safe(tenant)}:*`,
     };
@@ -307,7 +311,9 @@ export const keys = {
       settings: `${base}:settings`,
       lease: `${base}:lease`,
       idempotencySet: `${base}:idem`,
-      idempotency: (id: string) => `${base}:idem:${safe(id)}`,
+      idempotency(id: string) {
+        return `${base}:idem:${safe(id)}`;
+      },
     };
   },
 };
