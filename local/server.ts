@@ -373,9 +373,10 @@ export function createLocalServer(options: LocalServerOptions): Server {
     serve(req, res).catch((error: unknown) => {
       console.error(`Handler failed on ${req.method} ${req.url}:`, error);
       if (res.headersSent) {
-        // The answer had started: it ends there, cut short, as a failed stream does in Lambda. Not
-        // at once: what went out last is still corked until the next tick.
-        setImmediate(() => res.destroy());
+        // The answer had started: it ends there, cut short (no final chunk), as a failed stream
+        // does in Lambda. Not at once, as what went out last is still corked until the next tick,
+        // and by ending the socket, which sends what it still holds before it closes.
+        setImmediate(() => (res.socket ? res.socket.end() : res.destroy()));
         return;
       }
       sendError(res, new InternalError());

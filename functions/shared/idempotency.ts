@@ -25,9 +25,10 @@ function sha256(data: string | Buffer): string {
 export type Outcome<T> = { readonly replay: StoredResponse } | { readonly result: T };
 
 /**
- * The claimed record of a request that runs. Work that writes to the record's chat can keep the
- * request's answer in the same write (a turn's commit and a clear do): then no lost reply or failed later
- * write can let a retry run the work again. It says so with `keptInWrite()`.
+ * The claimed record of a request that runs. Work that writes in the record's scope (its chat, or
+ * the tenant) can keep the request's answer in the same write (a turn's commit, a clear and the
+ * system prompts do): then no lost reply or failed later write can let a retry run the work again.
+ * It says so with `keptInWrite()`.
  */
 export interface ClaimedRecord {
   readonly id: string;

@@ -4,8 +4,8 @@
  * it stays valid on Redis Cluster; the exceptions, beginTurnOnOneNode and commitTurnOnOneNode, which
  * take the tenant's keys after the chat's, are only sent to a single node. Every chat script takes
  * the same keys first, in this order (see `chat-repository.ts` for the layout); commitTurn,
- * clearMessages and renewLease take one more, the request's idempotency record (in the chat's
- * slot too):
+ * clearMessages, setSystem and renewLease take one more, the request's idempotency record (in the
+ * chat's slot too):
  *
  *   KEYS[1] meta  KEYS[2] messages  KEYS[3] pairs  KEYS[4] system  KEYS[5] settings
  *   KEYS[6] lease KEYS[7] idempotency record set
@@ -67,8 +67,19 @@ end
  * Keeps a request's answer in its idempotency record, for replay: the record it claimed, or a new
  * one if that ran out meanwhile (its claim is still listed in the set). A record another body
  * claimed since is left to that request, and one deleted with its chat is not brought back.
+ *
+ * `done_by` tells whether the record already holds an answer for this body: then this very
+ * request's work has run (a claim only ever takes a missing record), and what arrives now is the
+ * same command again, sent by ioredis after a dropped connection or late past its timeout.
  */
 const completeRecord = `
+local function done_by(record, fingerprint)
+  local held = redis.call('GET', record)
+  if not held then return false end
+  local kept = cjson.decode(held)
+  return kept.state == 'done' and kept.fingerprint == fingerprint
+end
+
 local function complete_record(record, set, fingerprint, response, keep_seconds)
   local held = redis.call('GET', record)
   if held and cjson.decode(held).fingerprint ~= fingerprint then return 0 end
@@ -204,24 +215,26 @@ return 0`,
    * KEYS (the chat's seven) the request's idempotency record (or, with none, any chat key)
    * ARGV content now defaultTtl response(JSON, or '' with no record) keepSeconds fingerprint
    * -> sets the chat's system prompt, and keeps the request's answer in its record in the same
-   *    step (a retry then replays it rather than set the prompt again over a later change).
+   *    step (a retry then replays it rather than set the prompt again over a later change, and
+   *    the same request's script arriving again does nothing).
    */
   setSystem: `${touch}${completeRecord}
+if ARGV[4] ~= '' and done_by(KEYS[8], ARGV[6]) then return 1 end
 redis.call('SET', KEYS[4], ARGV[1])
 touch(ARGV[2], ARGV[3])
 if ARGV[4] ~= '' then complete_record(KEYS[8], KEYS[7], ARGV[6], ARGV[4], ARGV[5]) end
 return 1`,
 
   /**
-   * KEYS the tenant's system prompt, the request's idempotency record and the tenant's record set
-   * (or, with no record, the prompt's key twice more) ARGV content response(JSON, or '')
-   * keepSeconds fingerprint
+   * KEYS the tenant's system prompt, the request's idempotency record, the tenant's record set
+   * ARGV content response(JSON) keepSeconds fingerprint
    * -> sets the tenant's system prompt, and keeps the request's answer in its record in the same
-   *    step. The three keys share the tenant's slot.
+   *    step (as setSystem; used only with a record). The three keys share the tenant's slot.
    */
   setTenantSystem: `${completeRecord}
+if done_by(KEYS[2], ARGV[4]) then return 1 end
 redis.call('SET', KEYS[1], ARGV[1])
-if ARGV[2] ~= '' then complete_record(KEYS[2], KEYS[3], ARGV[4], ARGV[2], ARGV[3]) end
+complete_record(KEYS[2], KEYS[3], ARGV[4], ARGV[2], ARGV[3])
 return 1`,
 
   /**
@@ -240,13 +253,14 @@ return cjson.encode(read_settings())`,
    * ARGV now defaultTtl response(JSON, or '' with no record) keepSeconds fingerprint token
    * -> deletes the messages (the system prompt and settings stay) and moves the generation on, so
    * a turn in flight will not be stored; keeps the request's answer in its record in the same
-   * step (a retry then replays it rather than clear again what came after). The meta hash keeps
-   * the last clear's token (one per request): the same clear sent again by ioredis, after a
-   * dropped connection, does nothing. Like any write, it marks the chat (which exists from then
-   * on, empty) and restarts its retention.
+   * step (a retry then replays it rather than clear again what came after). The same clear
+   * arriving again (ioredis re-sends it after a dropped connection) does nothing: the meta hash
+   * keeps the last clear's token (one per request), and a keyed clear finds its own done record
+   * even after other clears. Like any write, it marks the chat (which exists from then on, empty)
+   * and restarts its retention.
    */
   clearMessages: `${touch}${completeRecord}
-if redis.call('HGET', KEYS[1], 'cleared') == ARGV[6] then
+if redis.call('HGET', KEYS[1], 'cleared') == ARGV[6] or (ARGV[3] ~= '' and done_by(KEYS[8], ARGV[5])) then
   return tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
 end
 redis.call('DEL', KEYS[2], KEYS[3])

@@ -87,27 +87,8 @@ afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 // Any route will do: the scripted handler answers them all.
 const route = routes.find((each) => each.method === 'GET' && each.path === '/usage') ?? routes[0];
 
-function get(): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { port, host: '127.0.0.1', path: route?.path, method: 'GET', headers: { 'x-api-key': 'key' } },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk) => {
-          text += chunk;
-        });
-        res.on('end', () => resolve(text));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** What arrives before the connection ends, however it ends. */
-function getWhatArrives(): Promise<string> {
+/** What arrives before the connection ends, however it ends, and whether the body was whole. */
+function getWhatArrives(): Promise<{ text: string; complete: boolean }> {
   return new Promise((resolve, reject) => {
     const req = request(
       { port, host: '127.0.0.1', path: route?.path, method: 'GET', headers: { 'x-api-key': 'key' } },
@@ -118,7 +99,7 @@ function getWhatArrives(): Promise<string> {
           text += chunk;
         });
         res.on('error', () => undefined);
-        res.on('close', () => resolve(text));
+        res.on('close', () => resolve({ text, complete: res.complete }));
       },
     );
     req.on('error', reject);
@@ -131,7 +112,10 @@ describe('the local server, a streaming handler that fails after writing', () =>
     const logged = vi.spyOn(console, 'error').mockImplementation(() => undefined);
     current = name;
     try {
-      expect(await getWhatArrives()).toBe(bodyOf(failing[name] ?? [undefined]));
+      const arrived = await getWhatArrives();
+      expect(arrived.text).toBe(bodyOf(failing[name] ?? [undefined]));
+      // Cut short, not ended as if whole: the client can tell the stream failed.
+      expect(arrived.complete).toBe(false);
       expect(logged).toHaveBeenCalled();
     } finally {
       logged.mockRestore();
@@ -143,7 +127,7 @@ describe('the local server, streaming handlers however they write', () => {
   it.each(Object.keys(scenarios))('%s: the whole body arrives, twice on one connection', async (name) => {
     current = name;
     // Twice: a body's leftovers would spoil the next answer on the same keep-alive connection.
-    const expected = bodyOf(scenarios[name] ?? [undefined]);
-    expect([await get(), await get()]).toEqual([expected, expected]);
+    const whole = { text: bodyOf(scenarios[name] ?? [undefined]), complete: true };
+    expect([await getWhatArrives(), await getWhatArrives()]).toEqual([whole, whole]);
   });
 });

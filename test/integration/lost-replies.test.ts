@@ -87,6 +87,29 @@ describe('a commit sent twice (the repository)', () => {
     assistantTokens: 6,
     usage: { prompt_tokens: 5, completion_tokens: 6, total_tokens: 11 },
   });
+  /**
+   * A claimed idempotency record of the chat, with the keys a keyed chat script takes (the chat's
+   * seven, then the record) and the arguments that keep its answer (response, keepSeconds,
+   * fingerprint): what the repository sends, to send again as ioredis would.
+   */
+  const claimed = async (chat: { tenant: string; chatId: string }) => {
+    const id = uniqueId('record').replace(/[^A-Za-z0-9_-]/g, '-');
+    await repository.claimIdempotency(chat, id, 'body', 60_000);
+    const k = keys.chat(chat);
+    return {
+      scriptKeys: [
+        k.meta,
+        k.messages,
+        k.pairs,
+        k.system,
+        k.settings,
+        k.lease,
+        k.idempotencySet,
+        k.idempotency(id),
+      ],
+      kept: [JSON.stringify({ statusCode: 200, headers: {}, body: '{}' }), 60, 'body'],
+    };
+  };
   const begin = async () => {
     const begun = await repository.beginTurn({ ...scope }, 10_000);
     if (!begun.acquired) throw new Error('the chat is busy');
@@ -124,6 +147,34 @@ describe('a commit sent twice (the repository)', () => {
     expect(await repository.commitTurn(chat, lease, record('gone'))).toBe('cleared');
     expect(await repository.commitTurn(chat, lease, record('gone'))).toBe('cleared');
     expect((await repository.getMessages(chat, {})).messages).toEqual([]);
+  });
+
+  it('does not clear again when a keyed clear arrives again after another clear and a turn', async () => {
+    // The script sent twice with the same arguments, as ioredis re-sends it (or as a copy held up
+    // past its timeout arrives): another clear and a turn came in between.
+    const chat = { ...scope };
+    const { scriptKeys, kept } = await claimed(chat);
+    const clearA = () =>
+      redis.eval(scripts.clearMessages, 8, ...scriptKeys, Date.now(), 0, ...kept, 'token-a');
+    await clearA();
+    await repository.clearMessages(chat);
+    expect(await repository.commitTurn(chat, await begin(), record('after the clears'))).toBe('stored');
+
+    await clearA();
+
+    expect((await repository.getMessages(chat, {})).messages).toHaveLength(2);
+  });
+
+  it('does not set a keyed chat prompt again when its script arrives again after a later prompt', async () => {
+    const chat = { ...scope };
+    const { scriptKeys, kept } = await claimed(chat);
+    const setFirst = () => redis.eval(scripts.setSystem, 8, ...scriptKeys, 'first', Date.now(), 0, ...kept);
+    await setFirst();
+    await repository.setChatSystemPrompt(chat, 'later');
+
+    await setFirst();
+
+    expect(await repository.getChatSystemPrompt(chat)).toBe('later');
   });
 
   it('still refuses an earlier turn once a later one was stored', async () => {
