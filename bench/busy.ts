@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
-import { median } from './stats';
+import { mean, median } from './stats';
 
 /**
  * Where the wall time of a turn goes: on this process's main thread's CPU, or waiting (for Redis,
@@ -101,7 +101,6 @@ async function side(calls: number, work: () => Promise<void>): Promise<BusySide>
     cpus.push(cpu);
     waits.push(t1 - t0 - cpu);
   }
-  const mean = (values: number[]) => values.reduce((sum, value) => sum + value, 0) / values.length;
   return {
     calls,
     wallMs: mean(walls),
