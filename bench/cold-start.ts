@@ -14,6 +14,7 @@ import { join, relative } from 'node:path';
 import { type BuildOptions, build, type Metafile } from 'esbuild';
 import { type RouteDefinition, routes } from '../functions/routes';
 import { bundlingAliases } from '../infra/bundling/lean-ioredis';
+import { repoRoot, stackBundling } from './bundles';
 import { checkInterrupted, onCleanup, tempDir } from './lifecycle';
 import { median } from './stats';
 
@@ -23,8 +24,6 @@ import { median } from './stats';
  * its module-scope clients) in a fresh Node process with `@aws-sdk/*` resolving to this repo's
  * copy, as the Lambda runtime resolves it to the copy it ships.
  */
-
-export const repoRoot = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
 
 export type Category = 'health' | 'chat/img' | 'other';
 
@@ -322,22 +321,15 @@ function summarizeRuns(runs: ProbeRun[]): ImportTiming {
   };
 }
 
-/** The stack's bundling options (infra/constructs/route-function.ts), for esbuild's metafile. */
+/**
+ * The stack's bundling options, for esbuild's metafile. The tokenizer's ranks are bundled here
+ * (only `@aws-sdk` left out), so that importing the package alone measures them.
+ */
 const BUNDLING: BuildOptions = {
-  bundle: true,
-  platform: 'node',
-  target: 'node24',
-  format: 'cjs',
-  minify: true,
-  sourcemap: false,
+  ...stackBundling(),
   external: ['@aws-sdk/*'],
-  // The lean ioredis and the `debug` stub, as the stack aliases them.
-  alias: Object.fromEntries(
-    bundlingAliases(repoRoot).aliases.map((alias) => alias.split('=') as [string, string]),
-  ),
   write: false,
   metafile: true,
-  logLevel: 'silent',
 };
 
 function metafileOf(result: { metafile?: Metafile }): Metafile {

@@ -2,8 +2,9 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnRedisServer } from '../test/support/redis-server';
 import { type AbSamples, summarize } from './ab';
+import { loadDeployedTurn, repoRoot } from './bundles';
 import { canMeasureBusy, measureBusy } from './busy';
-import { measureColdStart, repoRoot } from './cold-start';
+import { measureColdStart } from './cold-start';
 import {
   type CompletionRequestBody,
   contextBudget,
@@ -136,7 +137,9 @@ async function main(): Promise<void> {
   const getChat = await loadHandler('get-chat');
   const getSystem = await loadHandler('get-system');
   const { getRedis } = await import('../functions/shared/redis');
-  const { openAiConfig } = await import('../functions/shared/openai');
+  const { openAiConfig, complete } = await import('../functions/shared/openai');
+  log('building POST /{chat_id}/chat and the OpenAI client as the stack bundles them');
+  const deployed = await loadDeployedTurn();
   const handlersRedis = await getRedis();
   onCleanup('close the handlers’ Redis connection', () => {
     handlersRedis.disconnect();
@@ -196,7 +199,9 @@ async function main(): Promise<void> {
   // 1. Turn overhead, in process.
   const sent = FULL_CHAT_MESSAGES + 1;
   const warmChat = (i: number) => `warm-${-i % warmPool}`;
-  const bench = { postChat, upstream, tenant };
+  // The turns measured run the deployed code; the round trips above and the diagnostics below run
+  // the source, where the Redis client can be instrumented and the profiles name our functions.
+  const bench = { postChat: deployed.postChat, complete: deployed.complete, upstream, tenant };
   const handlerCases: AbSamples[] = await load.phase('turn overhead (handler)', async () => {
     log('turn overhead in process: warm-up');
     await measureCase(bench, {
@@ -265,7 +270,7 @@ async function main(): Promise<void> {
     };
     const callB = async () => {
       if (body === undefined) throw new Error('diagnostic turn: the stand-in saw no completion request');
-      await directCall(body);
+      await directCall(complete, body);
     };
     const waits: number[] = [];
     const turns: number[] = [];
@@ -305,7 +310,7 @@ async function main(): Promise<void> {
       `${sizes.memory.chats} chats, ${quietMs / 1000} s pause`,
   );
   const memory = await load.phase('memory', () =>
-    measureMemory(postChat, memoryTenant, { ...sizes.memory, quietMs }),
+    measureMemory(deployed.postChat, memoryTenant, { ...sizes.memory, quietMs }),
   );
 
   // 1 (HTTP) and 5: through the dev server.
@@ -361,6 +366,7 @@ async function main(): Promise<void> {
     budget,
     tokens: { user: messageTokens(USER_MESSAGE), reply: messageTokens(REPLY) },
     handlerCases: handlerCases.map(summarize),
+    deployedBytes: deployed.bytes,
     httpCase: summarize(httpCase),
     roundTrips,
     redisWait: diagnostics.redisWait,

@@ -2,9 +2,9 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import type { AbSummary } from './ab';
+import { repoRoot } from './bundles';
 import type { BusyResult } from './busy';
 import type { ColdStartResult } from './cold-start';
-import { repoRoot } from './cold-start';
 import type { ThroughputResult } from './http';
 import type { PhaseLoad } from './load';
 import type { MemoryResult } from './memory';
@@ -58,6 +58,8 @@ export interface BenchResults {
   readonly tokens: { user: number; reply: number };
   /** 0, 100 and 10,000 stored messages, in that order. */
   readonly handlerCases: AbSummary[];
+  /** Bytes of the handler bundle the handler cases and the memory check run. */
+  readonly deployedBytes: number;
   readonly httpCase: AbSummary;
   readonly roundTrips: RoundTripResult[];
   readonly redisWait: { waitMedianMs: number; turnMedianMs: number; batches: string };
@@ -373,11 +375,13 @@ export function renderReport(results: BenchResults): string {
     '',
     '## 1. Turn overhead',
     '',
-    `A: a buffered \`POST /{chat_id}/chat\` turn through the handler (in process, invoked as Lambda would, ` +
-      'via test/support/handlers.ts). B: right after each A, the very request A sent upstream (captured at the ' +
-      "stand-in), sent again straight to the stand-in by the handlers' own OpenAI client: `complete()` of " +
-      'functions/shared/openai.ts (the same keep-alive agent, headers, timeout and retries) with the very ' +
-      'messages, as message objects, and model options A sent. Overhead = pN(A) − pN(B); ' +
+    `A: a buffered \`POST /{chat_id}/chat\` turn through the handler as deployed: its function built as the stack ` +
+      `builds it (esbuild with the options of infra/bundling/options.ts: minified, CommonJS, the lean ioredis; ` +
+      `${kb(results.deployedBytes)} KB, the tokenizer's ranks beside it), loaded in this process and invoked as Lambda ` +
+      'would (test/support/handlers.ts). B: right after each A, the very request A sent upstream (captured at the ' +
+      "stand-in), sent again straight to the stand-in by the functions' own OpenAI client, bundled the same way: " +
+      '`complete()` of functions/shared/openai.ts (the same keep-alive agent settings, headers, timeout and retries) ' +
+      'with the very messages, as message objects, and model options A sent. Overhead = pN(A) − pN(B); ' +
       'in brackets a 95% bootstrap interval (pairs resampled together); "median(A−B)" is the median of the ' +
       'per-pair differences. B always runs right after its A (the order is A, B, A, B, …), so B may find caches a ' +
       "little warmer. The intervals are within this run only: between runs, the machine's state moves the figures " +
@@ -418,7 +422,8 @@ export function renderReport(results: BenchResults): string {
     '',
     '## 2. Redis round trips per operation',
     '',
-    "Counted on the handlers' own ioredis client (its `sendCommand` patched), after a warm-up, over " +
+    "Counted on the handlers' own ioredis client (its `sendCommand` patched; the handlers run from the TypeScript " +
+      'source here, the code the bundles are built from), after a warm-up, over ' +
       `${results.roundTrips[0]?.invocations ?? 0} invocations each, on a chat that fills the budget. A round trip is the ` +
       'commands sent before the next macrotask or before the first reply to one of them arrives.',
     '',
@@ -517,7 +522,7 @@ export function renderReport(results: BenchResults): string {
     '',
     '## 4. Memory',
     '',
-    `Buffered turns through the handler in this process, round-robin over ${memory.chats} chats seeded with 100 messages ` +
+    `Buffered turns through the deployed handler (as in section 1) in this process, round-robin over ${memory.chats} chats seeded with 100 messages ` +
       `(so every turn sends the full window), ${memory.warmup.toLocaleString('en-US')} warm-up turns, then ` +
       `${memory.turns.toLocaleString('en-US')} measured (${memory.seconds.toFixed(1)} s, ${memory.turnsPerSecond.toFixed(0)} turns/s). ` +
       'Each reading follows full garbage collections (`--expose-gc`). The quiet readings come after a ' +
@@ -585,7 +590,10 @@ export function renderReport(results: BenchResults): string {
     '## Where the time goes (diagnostics)',
     '',
     'The diagnostics run on a chat of their own, seeded with 100 messages and a pair longer after each turn; every ' +
-      'turn still sends the 101 messages of the budget, as on the 100-message chats above.',
+      'turn still sends the 101 messages of the budget, as on the 100-message chats above. Like the round trips (section ' +
+      '2), they run the handler and the OpenAI client from the TypeScript source under tsx, not from the bundles of ' +
+      'section 1: there the Redis client can be instrumented and the profiles name our functions. tsx adds a little ' +
+      'the bundles do not have (its `__name` helper on every function it names as it is made).',
     '',
     `- Redis: a buffered turn on the diagnostics' chat waits ${ms(results.redisWait.waitMedianMs)} ms (median of 200) on its ` +
       `Redis round trips, of ${ms(results.redisWait.turnMedianMs)} ms for the whole turn in process (upstream call included). ` +

@@ -1,22 +1,25 @@
-import { type ChatMessageParam, complete, type ModelOptions } from '../functions/shared/openai';
+import type { ChatMessageParam, complete, ModelOptions } from '../functions/shared/openai';
 import { apiEvent } from '../test/support/events';
 import type { Invoke } from '../test/support/handlers';
 import type { AbSamples } from './ab';
 import { type CompletionRequestBody, REPLY, type Upstream, USER_MESSAGE } from './fixture';
 import { checkInterrupted } from './lifecycle';
 
+/** The functions' OpenAI client call: `complete()` of functions/shared/openai.ts. */
+export type Complete = typeof complete;
+
 /**
- * B of a pair: the request A sent upstream, sent again through the handlers' own OpenAI client
- * (`complete()`: the same module-scope agent, headers, timeout and retries) with the very messages,
- * as message objects, and the very model options.
+ * B of a pair: the request A sent upstream, sent again through the functions' own OpenAI client
+ * (`complete()`: the same agent settings, headers, timeout and retries) with the very messages, as
+ * message objects, and the very model options.
  */
-export async function directCall(sent: CompletionRequestBody): Promise<string> {
+export async function directCall(client: Complete, sent: CompletionRequestBody): Promise<string> {
   const options: ModelOptions = {
     model: sent.model,
     temperature: typeof sent.temperature === 'number' ? sent.temperature : undefined,
     maxTokens: typeof sent.max_completion_tokens === 'number' ? sent.max_completion_tokens : undefined,
   };
-  const { content } = await complete(sent.messages as unknown as ChatMessageParam[], options);
+  const { content } = await client(sent.messages as unknown as ChatMessageParam[], options);
   return content;
 }
 
@@ -33,6 +36,8 @@ export interface TurnCase {
 
 export interface HandlerBench {
   readonly postChat: Invoke;
+  /** B's client, loaded the way `postChat` was (both from bundles, or both from the source). */
+  readonly complete: Complete;
   readonly upstream: Upstream;
   readonly tenant: string;
 }
@@ -63,7 +68,7 @@ async function pair(bench: HandlerBench, chatId: string, sentMessages: number): 
   checkTurn(chatId, result.statusCode, result.body, sent, sentMessages);
 
   const b0 = performance.now();
-  const direct = await directCall(sent);
+  const direct = await directCall(bench.complete, sent);
   const b1 = performance.now();
   if (direct !== REPLY) throw new Error('direct call: unexpected reply');
   return [a1 - a0, b1 - b0];

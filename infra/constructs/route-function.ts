@@ -9,6 +9,7 @@ import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { ISecret } from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
 import { bundlingAliases } from '../bundling/lean-ioredis';
+import { BUNDLE_TARGET, EXTERNAL_MODULES, MINIFY, SOURCE_MAP } from '../bundling/options';
 import type { ChatSettings } from '../config';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
@@ -135,14 +136,12 @@ export class RouteFunction extends Construct {
           }
         : {}),
       bundling: {
-        minify: true,
-        // Source maps would need --enable-source-maps, which slows every cold start.
-        sourceMap: false,
-        target: 'node24',
+        // Shared with the bench, which builds and measures the same bundles (options.ts).
+        minify: MINIFY,
+        sourceMap: SOURCE_MAP,
+        target: BUNDLE_TARGET,
         format: OutputFormat.CJS,
-        // The Node.js runtime ships the AWS SDK v3; bundling it would only grow the package. The
-        // tokenizer's 2 MB of ranks travel as a JSON file instead (see `tokenizer`).
-        externalModules: ['@aws-sdk/*', 'gpt-tokenizer/bpeRanks/*'],
+        externalModules: [...EXTERNAL_MODULES],
         // ioredis without its import-time prototype loop, and without `debug` (lean-ioredis.ts).
         esbuildArgs: { '--alias': aliases },
         ...(props.tokenizer

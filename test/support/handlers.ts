@@ -15,6 +15,11 @@ const context = { awsRequestId: 'test', getRemainingTimeInMillis: () => 30_000 }
  */
 export async function loadHandler(entry: string): Promise<Invoke> {
   const { handler } = (await import(`../../functions/${entry}.ts`)) as { handler: unknown };
+  return invoker(handler);
+}
+
+/** Invokes a handler (a route module's `handler` export) as Lambda would, as `loadHandler` does. */
+export function invoker(handler: unknown): Invoke {
   if (isStreamingHandler(handler)) return (event, options) => invokeStreaming(handler, event, options);
   const buffered = handler as (
     event: APIGatewayProxyEvent,
