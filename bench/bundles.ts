@@ -4,13 +4,12 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { type BuildOptions, build } from 'esbuild';
 import { routes } from '../functions/routes';
-import type { complete } from '../functions/shared/openai';
 import { bundlingAliases } from '../infra/bundling/lean-ioredis';
 import { BUNDLE_TARGET, EXTERNAL_MODULES, MINIFY, SOURCE_MAP } from '../infra/bundling/options';
 import { type Invoke, invoker } from '../test/support/handlers';
 import { tempDir } from './lifecycle';
-
-export const repoRoot = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
+import { repoRoot } from './paths';
+import type { Complete } from './turn-overhead';
 
 /** esbuild options that build a function as the stack's NodejsFunction does (infra/bundling/options.ts). */
 export function stackBundling(): BuildOptions {
@@ -24,11 +23,22 @@ export function stackBundling(): BuildOptions {
     external: [...EXTERNAL_MODULES],
     // The lean ioredis and the `debug` stub, as the stack aliases them.
     alias: Object.fromEntries(
-      bundlingAliases(repoRoot).aliases.map((alias) => alias.split('=') as [string, string]),
+      bundlingAliases(repoRoot).aliases.map((alias) => {
+        const at = alias.indexOf('=');
+        return [alias.slice(0, at), alias.slice(at + 1)];
+      }),
     ),
     absWorkingDir: repoRoot,
-    logLevel: 'silent',
+    logLevel: 'warning',
   };
+}
+
+/**
+ * Marks `dir` as CommonJS, as NodejsFunction emits its bundles (this repo's package.json says
+ * "module"), so Node loads the bundles in it as they load in Lambda.
+ */
+export function commonJsFolder(dir: string): void {
+  writeFileSync(join(dir, 'package.json'), '{"type":"commonjs"}\n');
 }
 
 /** A buffered or streamed turn as deployed, and the OpenAI client the direct calls (B) use. */
@@ -36,7 +46,7 @@ export interface DeployedTurn {
   /** `POST /{chat_id}/chat`'s handler, from its bundle, invoked as Lambda would. */
   readonly postChat: Invoke;
   /** `complete()` of functions/shared/openai.ts, from a bundle of its own built the same way. */
-  readonly complete: typeof complete;
+  readonly complete: Complete;
   /** Bytes of the handler's bundle (index.js). */
   readonly bytes: number;
 }
@@ -54,8 +64,7 @@ export async function loadDeployedTurn(): Promise<DeployedTurn> {
   );
   if (route === undefined) throw new Error('the route table has no POST /{chat_id}/chat');
   const dir = tempDir('turn');
-  // CommonJS, as NodejsFunction emits it; this repo's package.json says "module".
-  writeFileSync(join(dir, 'package.json'), '{"type":"commonjs"}\n');
+  commonJsFolder(dir);
   const handlerDir = join(dir, 'handler');
   const built = await build({
     ...stackBundling(),
@@ -81,7 +90,7 @@ export async function loadDeployedTurn(): Promise<DeployedTurn> {
   });
   const load = createRequire(join(dir, 'package.json'));
   const { handler } = load('./handler/index.js') as { handler: unknown };
-  const direct = load('./direct/index.js') as { complete: typeof complete };
+  const direct = load('./direct/index.js') as { complete: Complete };
   const bytes = Object.values(built.metafile?.outputs ?? {}).reduce((sum, output) => sum + output.bytes, 0);
   return { postChat: invoker(handler), complete: direct.complete, bytes };
 }

@@ -1,21 +1,13 @@
 import { spawn } from 'node:child_process';
-import {
-  cpSync,
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  statSync,
-  symlinkSync,
-  writeFileSync,
-} from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync } from 'node:fs';
 import { isBuiltin } from 'node:module';
 import { join, relative } from 'node:path';
 import { type BuildOptions, build, type Metafile } from 'esbuild';
 import { type RouteDefinition, routes } from '../functions/routes';
 import { bundlingAliases } from '../infra/bundling/lean-ioredis';
-import { repoRoot, stackBundling } from './bundles';
+import { commonJsFolder, stackBundling } from './bundles';
 import { checkInterrupted, onCleanup, tempDir } from './lifecycle';
+import { repoRoot } from './paths';
 import { median } from './stats';
 
 /**
@@ -330,6 +322,7 @@ const BUNDLING: BuildOptions = {
   external: ['@aws-sdk/*'],
   write: false,
   metafile: true,
+  logLevel: 'silent',
 };
 
 function metafileOf(result: { metafile?: Metafile }): Metafile {
@@ -339,7 +332,7 @@ function metafileOf(result: { metafile?: Metafile }): Metafile {
 
 /** A CommonJS package.json and node_modules/@aws-sdk linked to this repo's, as /var/task sees the runtime's. */
 function asTaskFolder(dir: string): void {
-  writeFileSync(join(dir, 'package.json'), '{"type":"commonjs"}\n');
+  commonJsFolder(dir);
   mkdirSync(join(dir, 'node_modules'), { recursive: true });
   symlinkSync(join(repoRoot, 'node_modules', '@aws-sdk'), join(dir, 'node_modules', '@aws-sdk'), 'dir');
 }

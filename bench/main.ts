@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnRedisServer } from '../test/support/redis-server';
 import { type AbSamples, summarize } from './ab';
-import { loadDeployedTurn, repoRoot } from './bundles';
+import { loadDeployedTurn } from './bundles';
 import { canMeasureBusy, measureBusy } from './busy';
 import { measureColdStart } from './cold-start';
 import {
@@ -17,6 +17,7 @@ import {
 } from './fixture';
 import { cleanUp, Interrupted, installSignalHandlers, onCleanup, tempDir } from './lifecycle';
 import { LoadTracker } from './load';
+import { repoRoot } from './paths';
 import { redisServerPid } from './procs';
 import { type BenchResults, type ConsoleWrites, machineInfo, renderReport } from './report';
 import { median } from './stats';
@@ -130,8 +131,9 @@ async function main(): Promise<void> {
   };
   Object.assign(process.env, functionEnv);
 
-  // Imported only now: the handlers read their configuration when first imported. The redis
-  // module is imported the way the handlers import it, so it is the same instance (one client).
+  // The functions' modules are imported (and their bundles loaded) only now: they read their
+  // configuration when first imported. The redis module is imported the way the source handlers
+  // import it, so it is the same instance (one client).
   const { loadHandler } = await import('../test/support/handlers');
   const postChat = await loadHandler('post-chat');
   const getChat = await loadHandler('get-chat');

@@ -2,12 +2,12 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import type { AbSummary } from './ab';
-import { repoRoot } from './bundles';
 import type { BusyResult } from './busy';
 import type { ColdStartResult } from './cold-start';
 import type { ThroughputResult } from './http';
 import type { PhaseLoad } from './load';
 import type { MemoryResult } from './memory';
+import { repoRoot } from './paths';
 import { type ProfileSummary, profileDifference } from './profile';
 import type { RoundTripResult } from './round-trips';
 
