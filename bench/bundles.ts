@@ -5,7 +5,13 @@ import { join } from 'node:path';
 import { type BuildOptions, build } from 'esbuild';
 import { routes } from '../functions/routes';
 import { bundlingAliases } from '../infra/bundling/lean-ioredis';
-import { BUNDLE_TARGET, EXTERNAL_MODULES, MINIFY, SOURCE_MAP } from '../infra/bundling/options';
+import {
+  BUNDLE_TARGET,
+  EXTERNAL_MODULES,
+  MINIFY,
+  SOURCE_MAP,
+  TOKEN_RANKS_HOOK,
+} from '../infra/bundling/options';
 import { type Invoke, invoker } from '../test/support/handlers';
 import { tempDir } from './lifecycle';
 import { repoRoot } from './paths';
@@ -73,10 +79,7 @@ export async function loadDeployedTurn(): Promise<DeployedTurn> {
     metafile: true,
   });
   if (route.needs.includes('tokenizer')) {
-    execFileSync(process.execPath, [
-      join(repoRoot, 'infra', 'bundling', 'write-token-ranks.mjs'),
-      handlerDir,
-    ]);
+    execFileSync(process.execPath, [TOKEN_RANKS_HOOK, handlerDir]);
   }
   await build({
     ...stackBundling(),

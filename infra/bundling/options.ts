@@ -1,3 +1,5 @@
+import { fileURLToPath } from 'node:url';
+
 /**
  * How every function is bundled, in one place: the stack's NodejsFunction bundling
  * (infra/constructs/route-function.ts), and the bench, which builds the same bundles with esbuild
@@ -13,6 +15,12 @@ export const BUNDLE_TARGET = 'node24';
  * (infra/bundling/write-token-ranks.mjs).
  */
 export const EXTERNAL_MODULES: readonly string[] = ['@aws-sdk/*', 'gpt-tokenizer/bpeRanks/*'];
+
+/**
+ * The bundling hook that writes the tokenizer's ranks beside a bundle (the functions that count
+ * tokens): `node <this> <output dir>`.
+ */
+export const TOKEN_RANKS_HOOK = fileURLToPath(new URL('./write-token-ranks.mjs', import.meta.url));
 
 /** Minified, without source maps: they would need --enable-source-maps, which slows every cold start. */
 export const MINIFY = true;

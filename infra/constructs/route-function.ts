@@ -9,7 +9,7 @@ import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { ISecret } from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
 import { bundlingAliases } from '../bundling/lean-ioredis';
-import { BUNDLE_TARGET, EXTERNAL_MODULES, MINIFY, SOURCE_MAP } from '../bundling/options';
+import { BUNDLE_TARGET, EXTERNAL_MODULES, MINIFY, SOURCE_MAP, TOKEN_RANKS_HOOK } from '../bundling/options';
 import type { ChatSettings } from '../config';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
@@ -150,7 +150,7 @@ export class RouteFunction extends Construct {
                 beforeBundling: () => [],
                 beforeInstall: () => [],
                 afterBundling: (_inputDir: string, outputDir: string) => [
-                  `node "${join(repoRoot, 'infra', 'bundling', 'write-token-ranks.mjs')}" "${outputDir}"`,
+                  `node "${TOKEN_RANKS_HOOK}" "${outputDir}"`,
                 ],
               },
             }
