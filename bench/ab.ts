@@ -9,6 +9,27 @@ export interface AbSamples {
   readonly sentMessages: number;
   readonly a: number[];
   readonly b: number[];
+  /** The garbage collection pauses that fell in the A and B calls (in-process cases only). */
+  readonly gc?: GcPauses;
+}
+
+/** Garbage collection pauses on the main thread during one side's calls. */
+export interface SideGc {
+  /** Young-generation collections (scavenges): how many, and their pauses summed, in ms. */
+  readonly young: number;
+  readonly youngMs: number;
+  /** A full collection's pauses: its incremental marking steps and its final pause. */
+  readonly full: number;
+  readonly fullMs: number;
+  /** Calls that met at least one pause. */
+  readonly callsHit: number;
+}
+
+export interface GcPauses {
+  readonly a: SideGc;
+  readonly b: SideGc;
+  /** Indexes of the A calls that met a pause. */
+  readonly hitA: readonly number[];
 }
 
 export interface AbSummary {
@@ -28,6 +49,14 @@ export interface AbSummary {
   readonly pairedMedian: number;
   readonly aMean: number;
   readonly bMean: number;
+  readonly gc?: GcSummary;
+}
+
+/** What the pauses did to the tail: the collections per side, and A's p99 without the calls they hit. */
+export interface GcSummary extends GcPauses {
+  /** p99 of A over the turns that met no pause, and the overhead p99 against B's whole sample. */
+  readonly aP99WithoutGc: number;
+  readonly overheadP99WithoutGc: number;
 }
 
 export function summarize(samples: AbSamples): AbSummary {
@@ -53,5 +82,15 @@ export function summarize(samples: AbSamples): AbSummary {
     pairedMedian: percentile(differences, 50),
     aMean: mean(a),
     bMean: mean(b),
+    gc: samples.gc === undefined ? undefined : gcSummary(samples.gc, a, bP99),
   };
+}
+
+function gcSummary(gc: GcPauses, a: readonly number[], bP99: number): GcSummary {
+  const hit = new Set(gc.hitA);
+  const aP99WithoutGc = percentile(
+    a.filter((_, i) => !hit.has(i)),
+    99,
+  );
+  return { ...gc, aP99WithoutGc, overheadP99WithoutGc: aP99WithoutGc - bP99 };
 }

@@ -346,6 +346,52 @@ function overheadRows(cases: AbSummary[]): string[][] {
   ]);
 }
 
+/** Where the in-process cases met garbage collection, and A's p99 without the turns that did. */
+function gcSection(cases: AbSummary[]): string[] {
+  const rows = cases.flatMap((item) => {
+    const gc = item.gc;
+    if (gc === undefined) return [];
+    const side = (s: typeof gc.a, calls: number) =>
+      [
+        `${s.young} (${ms(s.young === 0 ? Number.NaN : s.youngMs / s.young, 2)})`,
+        `${s.full} (${ms(s.full === 0 ? Number.NaN : s.fullMs / s.full, 2)})`,
+        `${s.callsHit} (${((100 * s.callsHit) / calls).toFixed(1)}%)`,
+      ] as const;
+    return [
+      [
+        item.chat,
+        ...side(gc.a, item.n),
+        ...side(gc.b, item.n),
+        ms(item.overheadP99),
+        ms(gc.overheadP99WithoutGc),
+      ],
+    ];
+  });
+  if (rows.length === 0) return [];
+  return [
+    '',
+    "Garbage collection during these pairs: V8's pauses on the main thread (Node's `gc` performance entries), each " +
+      'given to the A or B call it started in. "Young" are young-generation collections (scavenges); "full" are the ' +
+      'pauses of full collections (incremental marking steps and the final pause). Mean pause in brackets, in ms. The ' +
+      "last column is the overhead p99 computed without the A turns that met a pause (B's sample whole).",
+    '',
+    table(
+      [
+        'Chat',
+        'A: young',
+        'A: full',
+        'A turns hit',
+        'B: young',
+        'B: full',
+        'B calls hit',
+        'Overhead p99',
+        'Without A turns hit',
+      ],
+      rows,
+    ),
+  ];
+}
+
 export function renderReport(results: BenchResults): string {
   const { machine, coldStart, memory } = results;
   const all = targets(results);
@@ -419,6 +465,7 @@ export function renderReport(results: BenchResults): string {
     `Ratio 10,000 : 100 messages — p50 turn time ${((results.handlerCases[2]?.aP50 ?? Number.NaN) / (results.handlerCases[1]?.aP50 ?? Number.NaN)).toFixed(2)}×, ` +
       `p99 ${((results.handlerCases[2]?.aP99 ?? Number.NaN) / (results.handlerCases[1]?.aP99 ?? Number.NaN)).toFixed(2)}×, ` +
       `p50 overhead ${((results.handlerCases[2]?.overheadP50 ?? Number.NaN) / (results.handlerCases[1]?.overheadP50 ?? Number.NaN)).toFixed(2)}×.`,
+    ...gcSection(results.handlerCases),
     '',
     '## 2. Redis round trips per operation',
     '',

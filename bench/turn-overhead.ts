@@ -1,7 +1,8 @@
+import { constants, type PerformanceEntry, PerformanceObserver } from 'node:perf_hooks';
 import type { ChatMessageParam, complete, ModelOptions } from '../functions/shared/openai';
 import { apiEvent } from '../test/support/events';
 import type { Invoke } from '../test/support/handlers';
-import type { AbSamples } from './ab';
+import type { AbSamples, GcPauses, SideGc } from './ab';
 import { type CompletionRequestBody, REPLY, type Upstream, USER_MESSAGE } from './fixture';
 import { checkInterrupted } from './lifecycle';
 
@@ -52,7 +53,11 @@ export function gc(): void {
  * One buffered turn through the handler (A) and, right after, the same request straight to the
  * stand-in through the handlers' OpenAI client (B). Answers both times in ms.
  */
-async function pair(bench: HandlerBench, chatId: string, sentMessages: number): Promise<[number, number]> {
+async function pair(
+  bench: HandlerBench,
+  chatId: string,
+  sentMessages: number,
+): Promise<[a0: number, a1: number, b0: number, b1: number]> {
   const event = apiEvent({
     method: 'POST',
     resource: '/{chat_id}/chat',
@@ -71,7 +76,52 @@ async function pair(bench: HandlerBench, chatId: string, sentMessages: number): 
   const direct = await directCall(bench.complete, sent);
   const b1 = performance.now();
   if (direct !== REPLY) throw new Error('direct call: unexpected reply');
-  return [a1 - a0, b1 - b0];
+  return [a0, a1, b0, b1];
+}
+
+const YOUNG = constants.NODE_PERFORMANCE_GC_MINOR;
+
+/**
+ * Which calls a garbage collection pause fell in: each of V8's pauses on the main thread (Node's
+ * `gc` performance entries: young-generation collections, and a full collection's marking steps
+ * and its final pause) is given to the A or B call whose window holds its start.
+ */
+function attributeGc(
+  entries: readonly PerformanceEntry[],
+  windows: readonly (readonly [number, number, number, number])[],
+): GcPauses {
+  type Tally = { -readonly [K in keyof SideGc]: SideGc[K] } & { calls: Set<number> };
+  const side = (): Tally => ({
+    young: 0,
+    youngMs: 0,
+    full: 0,
+    fullMs: 0,
+    callsHit: 0,
+    calls: new Set<number>(),
+  });
+  const a = side();
+  const b = side();
+  const sorted = [...entries].sort((x, y) => x.startTime - y.startTime);
+  let i = 0;
+  for (const entry of sorted) {
+    while (i < windows.length && (windows[i]?.[3] ?? 0) < entry.startTime) i += 1;
+    const window = windows[i];
+    if (window === undefined) break;
+    const [a0, a1, b0] = window;
+    const hit = entry.startTime >= a0 && entry.startTime <= a1 ? a : entry.startTime >= b0 ? b : undefined;
+    if (hit === undefined) continue;
+    const kind = (entry as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind;
+    if (kind === YOUNG) {
+      hit.young += 1;
+      hit.youngMs += entry.duration;
+    } else {
+      hit.full += 1;
+      hit.fullMs += entry.duration;
+    }
+    hit.calls.add(i);
+  }
+  const done = ({ calls, ...rest }: Tally): SideGc => ({ ...rest, callsHit: calls.size });
+  return { a: done(a), b: done(b), hitA: [...a.calls] };
 }
 
 /** A turn that did not do what the bench measures makes the whole bench fail. */
@@ -103,11 +153,30 @@ export async function measureCase(bench: HandlerBench, turnCase: TurnCase): Prom
   gc();
   const a: number[] = [];
   const b: number[] = [];
-  for (let i = 0; i < turnCase.pairs; i += 1) {
-    if (i % 100 === 0) checkInterrupted();
-    const [ta, tb] = await pair(bench, turnCase.chatId(i), turnCase.sentMessages);
-    a.push(ta);
-    b.push(tb);
+  const windows: [number, number, number, number][] = [];
+  const pauses: PerformanceEntry[] = [];
+  const observer = new PerformanceObserver((list) => {
+    pauses.push(...list.getEntries());
+  });
+  observer.observe({ entryTypes: ['gc'] });
+  try {
+    for (let i = 0; i < turnCase.pairs; i += 1) {
+      if (i % 100 === 0) checkInterrupted();
+      const times = await pair(bench, turnCase.chatId(i), turnCase.sentMessages);
+      windows.push(times);
+      a.push(times[1] - times[0]);
+      b.push(times[3] - times[2]);
+    }
+  } finally {
+    pauses.push(...observer.takeRecords());
+    observer.disconnect();
   }
-  return { label: turnCase.label, chat: turnCase.chat, sentMessages: turnCase.sentMessages, a, b };
+  return {
+    label: turnCase.label,
+    chat: turnCase.chat,
+    sentMessages: turnCase.sentMessages,
+    a,
+    b,
+    gc: attributeGc(pauses, windows),
+  };
 }
