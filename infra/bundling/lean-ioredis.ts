@@ -14,18 +14,29 @@ import {
 import { join, relative } from 'node:path';
 
 /**
- * Two cold-start savings in every function that talks to Redis, applied when bundling only (tests,
- * the dev server and `tsx` use the installed packages as they are):
+ * Three changes to ioredis in every function that talks to Redis, two for cold starts and one for
+ * garbage collection, applied when bundling only (tests, the dev server and `tsx` use the installed
+ * packages as they are):
  *
  * - ioredis' `Commander.js` puts ~600 generated command methods (`get`, `getBuffer`, ...) on a
  *   class prototype one by one at import. On Node 20 that costs about 10 ms: V8 copies the class
  *   prototype's property list on every addition. The lean copy builds the same methods on a plain
  *   object and makes it the prototype's own prototype, so `redis.get` resolves exactly as before
  *   (one step further up the chain) and `Redis`, `Cluster` and `Pipeline` are unchanged.
+ * - ioredis' `Command.js` gives every command two closures of its own, `resolve` and `reject`,
+ *   made inside its promise's executor and kept as the command's own properties. With that shape,
+ *   V8 keeps what a settled command resolved (a reply, 40 KB of history for a turn) through the
+ *   next young-generation collections, until a full collection: in a loop of bare `GET`s of a 40 KB
+ *   value, about 200 KB a collection was promoted on Node 20 and 4 MB on Node 24, against none when
+ *   the same code resolves through methods. The lean copy keeps the promise's own resolve and reject
+ *   on the command and makes `resolve` and `reject` prototype methods that call them, and
+ *   `Script.js`'s wrapper of a script command's `reject` (forget the script on that socket after a
+ *   NOSCRIPT) a method of the script's command class: the same behaviour (a wrapper set on a
+ *   command, as Cluster sets one on `reject`, still wins until the command's promise is made again).
  * - `debug`, which ioredis logs through, is replaced by `no-debug.cjs` (never enabled in Lambda).
  *
  * The copy lives in `node_modules/.cache/chat-proxy/`, so its own dependencies resolve to the
- * installed ones. It is named after what it was made from (the installed files and the patch), so a
+ * installed ones. It is named after what it was made from (the installed files and the patches), so a
  * copy, once in place, is never changed or removed: a reinstall or a new patch makes a new one.
  */
 
@@ -43,11 +54,124 @@ commands.forEach(function (commandName) {
 // chat-proxy (infra/bundling/lean-ioredis.ts): one prototype link instead of ~600 additions.
 Object.setPrototypeOf(Commander.prototype, builtinCommands);`;
 
+/** `source` with `from` replaced by `to`, or undefined unless `from` occurs exactly once. */
+function replaceOnce(source: string, from: string, to: string): string | undefined {
+  const at = source.indexOf(from);
+  if (at < 0 || source.indexOf(from, at + 1) >= 0) return undefined;
+  return source.slice(0, at) + to + source.slice(at + from.length);
+}
+
 /** Commander.js with the loop replaced, or undefined if this ioredis no longer has the loop. */
 export function leanCommander(source: string): string | undefined {
-  const at = source.indexOf(PROTOTYPE_LOOP);
-  if (at < 0 || source.indexOf(PROTOTYPE_LOOP, at + 1) >= 0) return undefined;
-  return source.replace(PROTOTYPE_LOOP, BUILTINS_OBJECT);
+  return replaceOnce(source, PROTOTYPE_LOOP, BUILTINS_OBJECT);
+}
+
+/** Command.js's `initPromise`, whose per-command closures the lean copy replaces. */
+export const INIT_PROMISE = `    initPromise() {
+        this.isResolved = false;
+        this.isSettled = false;
+        const promise = new Promise((resolve, reject) => {
+            if (!this.transformed) {
+                this.transformed = true;
+                const transformer = Command._transformer.argument[this.name];
+                if (transformer) {
+                    this.args = transformer(this.args);
+                }
+                this.stringifyArguments();
+            }
+            this.resolve = this._convertValue(resolve);
+            this.reject = (err) => {
+                this._clearTimers();
+                this.isSettled = true;
+                if (this.errorStack) {
+                    reject((0, utils_1.optimizeErrorStack)(err, this.errorStack.stack, __dirname));
+                }
+                else {
+                    reject(err);
+                }
+            };
+        });
+        this.promise = (0, standard_as_callback_1.default)(promise, this.callback);
+    }
+`;
+
+/** The same, settling through prototype methods (what `_convertValue`'s closure and `reject` did). */
+const INIT_PROMISE_WITH_METHODS = `    initPromise() {
+        this.isResolved = false;
+        this.isSettled = false;
+        // chat-proxy (infra/bundling/lean-ioredis.ts): no closures of the command's own. A promise
+        // made again drops wrappers set on the old one, as the closures made again used to.
+        if (Object.prototype.hasOwnProperty.call(this, "resolve")) delete this.resolve;
+        if (Object.prototype.hasOwnProperty.call(this, "reject")) delete this.reject;
+        const promise = new Promise((resolve, reject) => {
+            this._settle = resolve;
+            this._fail = reject;
+            if (!this.transformed) {
+                this.transformed = true;
+                const transformer = Command._transformer.argument[this.name];
+                if (transformer) {
+                    this.args = transformer(this.args);
+                }
+                this.stringifyArguments();
+            }
+        });
+        this.promise = (0, standard_as_callback_1.default)(promise, this.callback);
+    }
+    resolve(value) {
+        try {
+            this._clearTimers();
+            this._settle(this.transformReply(value));
+            this.isResolved = true;
+            this.isSettled = true;
+        }
+        catch (err) {
+            this.reject(err);
+        }
+        return this.promise;
+    }
+    reject(err) {
+        this._clearTimers();
+        this.isSettled = true;
+        if (this.errorStack) {
+            this._fail((0, utils_1.optimizeErrorStack)(err, this.errorStack.stack, __dirname));
+        }
+        else {
+            this._fail(err);
+        }
+    }
+`;
+
+/** Command.js settling through methods, or undefined if this ioredis no longer has that `initPromise`. */
+export function leanCommand(source: string): string | undefined {
+  return replaceOnce(source, INIT_PROMISE, INIT_PROMISE_WITH_METHODS);
+}
+
+/** Script.js's per-write wrapper of a script command's `reject`, which the lean copy replaces. */
+export const SCRIPT_REJECT_WRAPPER = `            toWritable(socket) {
+                const origReject = this.reject;
+                this.reject = (err) => {
+                    if (err.message.indexOf("NOSCRIPT") !== -1) {
+                        socketHasScriptLoaded.delete(socket);
+                    }
+                    origReject.call(this, err);
+                };
+`;
+
+/** The same as a method of the script's command class, which remembers the socket written to. */
+const SCRIPT_REJECT_METHOD = `            reject(err) {
+                // chat-proxy (infra/bundling/lean-ioredis.ts): a method, not a closure per write.
+                if (this.scriptSocket !== undefined && err.message.indexOf("NOSCRIPT") !== -1) {
+                    socketHasScriptLoaded.delete(this.scriptSocket);
+                }
+                super.reject(err);
+            }
+            toWritable(socket) {
+                this.scriptSocket = socket;
+`;
+
+/** Script.js with the method, or undefined if this ioredis no longer has the wrapper. */
+export function leanScript(source: string): string | undefined {
+  return replaceOnce(source, SCRIPT_REJECT_WRAPPER, SCRIPT_REJECT_METHOD);
 }
 
 export interface BundlingAliases {
@@ -58,6 +182,8 @@ export interface BundlingAliases {
 }
 
 const COMMANDER = join('built', 'utils', 'Commander.js');
+const COMMAND = join('built', 'Command.js');
+const SCRIPT = join('built', 'Script.js');
 /** Written last into a finished copy. */
 const MARKER = '.chat-proxy-lean';
 
@@ -87,26 +213,45 @@ export function computeAliases(
   const { version } = JSON.parse(readFileSync(join(installed, 'package.json'), 'utf8')) as {
     version: string;
   };
-  const lean = leanCommander(readFileSync(join(installed, COMMANDER), 'utf8'));
-  if (lean === undefined) {
+  const commander = leanCommander(readFileSync(join(installed, COMMANDER), 'utf8'));
+  if (commander === undefined) {
     return stock(
       `ioredis ${version}: built/utils/Commander.js no longer holds the loop that ` +
         'infra/bundling/lean-ioredis.ts replaces (update PROTOTYPE_LOOP for this version)',
     );
   }
+  const command = leanCommand(readFileSync(join(installed, COMMAND), 'utf8'));
+  if (command === undefined) {
+    return stock(
+      `ioredis ${version}: built/Command.js no longer holds the initPromise that ` +
+        'infra/bundling/lean-ioredis.ts replaces (update INIT_PROMISE for this version)',
+    );
+  }
+  const script = leanScript(readFileSync(join(installed, SCRIPT), 'utf8'));
+  if (script === undefined) {
+    return stock(
+      `ioredis ${version}: built/Script.js no longer holds the reject wrapper that ` +
+        'infra/bundling/lean-ioredis.ts replaces (update SCRIPT_REJECT_WRAPPER for this version)',
+    );
+  }
+  const patched: ReadonlyMap<string, string> = new Map([
+    [COMMANDER, commander],
+    [COMMAND, command],
+    [SCRIPT, script],
+  ]);
   let target: string;
   let building: string | undefined;
   try {
     // The package itself, should node_modules/ioredis be a link (npm link, pnpm).
     const source = realpathSync(installed);
-    target = join(cacheDir, `ioredis-${version}-${fingerprint(source, lean)}`);
+    target = join(cacheDir, `ioredis-${version}-${fingerprint(source, patched)}`);
     if (!existsSync(join(target, MARKER))) {
       // Built beside the target and renamed into place in one step, so that concurrent synths
       // (test workers) never bundle a half-written copy; the marker is the last file written.
       mkdirSync(cacheDir, { recursive: true });
       building = `${target}.${process.pid}.${Date.now()}`;
       cpSync(source, building, { recursive: true, dereference: true });
-      writeFileSync(join(building, COMMANDER), lean);
+      for (const [file, text] of patched) writeFileSync(join(building, file), text);
       writeFileSync(join(building, MARKER), '');
       try {
         renameSync(building, target);
@@ -124,9 +269,10 @@ export function computeAliases(
   return { aliases: [...aliases, `ioredis=./${relative(projectRoot, target)}`] };
 }
 
-/** A short hash of the package's files (paths, sizes, modification times) and the patched file. */
-function fingerprint(packageDir: string, lean: string): string {
-  const hash = createHash('sha256').update(lean);
+/** A short hash of the package's files (paths, sizes, modification times) and the patched files. */
+function fingerprint(packageDir: string, patched: ReadonlyMap<string, string>): string {
+  const hash = createHash('sha256');
+  for (const [file, text] of patched) hash.update(`${file}\0${text}\0`);
   const files = readdirSync(packageDir, { recursive: true, withFileTypes: true })
     .filter((entry) => entry.isFile())
     .map((entry) => join(entry.parentPath, entry.name))

@@ -60,6 +60,9 @@ describe('function bundling', () => {
       // The `debug` package looks for supports-color; its stub does not.
       expect(code, routeId).not.toContain('supports-color');
       expect(code, routeId).toMatch(/Object\.setPrototypeOf\(\w+\.prototype,\w+\)/);
+      // Commands settle through methods, not closures of their own.
+      expect(code, routeId).toMatch(/this\._settle\(this\.transformReply\(\w+\)\)/);
+      expect(code, routeId).toContain('this.scriptSocket=');
     }
   });
 

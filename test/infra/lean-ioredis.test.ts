@@ -6,9 +6,14 @@ import { describe, expect, it } from 'vitest';
 import {
   bundlingAliases,
   computeAliases,
+  INIT_PROMISE,
+  leanCommand,
   leanCommander,
+  leanScript,
   PROTOTYPE_LOOP,
+  SCRIPT_REJECT_WRAPPER,
 } from '../../infra/bundling/lean-ioredis';
+import { spawnRedisServer } from '../support/redis-server';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 const require = createRequire(import.meta.url);
@@ -24,6 +29,126 @@ describe('lean ioredis for bundles', () => {
     expect(lean).toContain('Object.setPrototypeOf(Commander.prototype, builtinCommands)');
     expect(leanCommander('something else')).toBeUndefined();
     expect(leanCommander(`${PROTOTYPE_LOOP}\n${PROTOTYPE_LOOP}`)).toBeUndefined();
+  });
+
+  it("replaces the installed ioredis' per-command resolve and reject closures exactly once", () => {
+    const command = readFileSync(require.resolve('ioredis/built/Command.js'), 'utf8');
+    const script = readFileSync(require.resolve('ioredis/built/Script.js'), 'utf8');
+
+    const leanCommandSource = leanCommand(command);
+    const leanScriptSource = leanScript(script);
+    expect(leanCommandSource).toBeDefined();
+    expect(leanCommandSource).not.toContain(INIT_PROMISE);
+    expect(leanCommandSource).toContain('this._settle(this.transformReply(value));');
+    expect(leanScriptSource).toBeDefined();
+    expect(leanScriptSource).not.toContain(SCRIPT_REJECT_WRAPPER);
+    expect(leanScriptSource).toContain('super.reject(err);');
+    expect(leanCommand('something else')).toBeUndefined();
+    expect(leanScript(`${SCRIPT_REJECT_WRAPPER}${SCRIPT_REJECT_WRAPPER}`)).toBeUndefined();
+  });
+
+  it('settles commands in the copy as the installed ioredis does: replies, errors, transforms, scripts after NOSCRIPT, timeouts', async () => {
+    const { aliases } = bundlingAliases(repoRoot);
+    const leanPath = aliases.find((alias) => alias.startsWith('ioredis='))?.slice('ioredis='.length);
+    expect(leanPath).toBeDefined();
+    const lean = require(`${repoRoot}/${leanPath}`) as typeof import('ioredis');
+    const installed = require('ioredis') as typeof import('ioredis');
+    // A server of its own: the test flushes its scripts and blocks it for a moment.
+    const server = await spawnRedisServer();
+    const url = server.url;
+    const prefix = `lean-ioredis-test:${process.pid}:`;
+
+    const run = async (ioredis: typeof import('ioredis'), name: string) => {
+      const client = new ioredis.Redis(url, { keyPrefix: `${prefix}${name}:` });
+      const admin = new ioredis.Redis(url);
+      try {
+        await client.set('text', 'héllo');
+        const text = await client.get('text');
+        const buffer = await client.getBuffer('text');
+        // An error reply rejects, with Redis's message.
+        const wrongType = await client.lpush('text', 'x').then(
+          () => 'resolved',
+          (error: Error) => `${error.name}: ${error.message.split(' ')[0]}`,
+        );
+        // Argument and reply transformers run (an object in, an object out).
+        await client.hset('hash', { a: '1', b: '2' });
+        const hash = await client.hgetall('hash');
+        const piped = await client.multi().incr('counter').incr('counter').exec();
+        // A script: EVAL on first use, EVALSHA after; after SCRIPT FLUSH the EVALSHA is refused
+        // with NOSCRIPT and sent again as EVAL, so the caller never sees the error.
+        client.defineCommand('twice', { numberOfKeys: 1, lua: "return redis.call('INCRBY', KEYS[1], 2)" });
+        const scripted = client as unknown as { twice: (key: string) => Promise<number> };
+        const first = await scripted.twice('scripted');
+        const second = await scripted.twice('scripted');
+        await admin.script('FLUSH');
+        const afterFlush = await scripted.twice('scripted');
+        const callback = await new Promise((resolve, reject) =>
+          client.get('text', (error, value) => (error ? reject(error) : resolve(value))),
+        );
+        // A command the server does not answer in time rejects; the late answer changes nothing.
+        const slow = new ioredis.Redis(url, { commandTimeout: 30 });
+        let timedOut: string;
+        try {
+          timedOut = await slow
+            .eval(
+              "local t = redis.call('TIME') local stop = t[1] * 1000000 + t[2] + 150000 " +
+                "repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= stop return 1",
+              0,
+            )
+            .then(
+              () => 'resolved',
+              (error: Error) => error.message,
+            );
+          // Once the script is done, the connection answers the next command with its own reply.
+          await new Promise((resolve) => setTimeout(resolve, 200));
+          expect(await slow.echo('after')).toBe('after');
+        } finally {
+          slow.disconnect();
+        }
+        return {
+          text,
+          buffer: buffer?.toString(),
+          wrongType,
+          hash,
+          piped,
+          first,
+          second,
+          afterFlush,
+          callback,
+          timedOut,
+        };
+      } finally {
+        const keys = await admin.keys(`${prefix}${name}:*`);
+        if (keys.length > 0) await admin.del(...keys);
+        client.disconnect();
+        admin.disconnect();
+      }
+    };
+
+    let fromLean: Awaited<ReturnType<typeof run>>;
+    let fromInstalled: Awaited<ReturnType<typeof run>>;
+    try {
+      fromLean = await run(lean, 'lean');
+      fromInstalled = await run(installed, 'installed');
+    } finally {
+      await server.dispose();
+    }
+    expect(fromLean).toEqual({
+      text: 'héllo',
+      buffer: 'héllo',
+      wrongType: 'ReplyError: WRONGTYPE',
+      hash: { a: '1', b: '2' },
+      piped: [
+        [null, 1],
+        [null, 2],
+      ],
+      first: 2,
+      second: 4,
+      afterFlush: 6,
+      callback: 'héllo',
+      timedOut: 'Command timed out',
+    });
+    expect(fromLean).toEqual(fromInstalled);
   });
 
   it('aliases ioredis to a copy whose clients have every command, and debug to a stub', () => {
