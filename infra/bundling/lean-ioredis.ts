@@ -66,20 +66,8 @@ export function leanCommander(source: string): string | undefined {
   return replaceOnce(source, PROTOTYPE_LOOP, BUILTINS_OBJECT);
 }
 
-/** Command.js's `initPromise`, whose per-command closures the lean copy replaces. */
-export const INIT_PROMISE = `    initPromise() {
-        this.isResolved = false;
-        this.isSettled = false;
-        const promise = new Promise((resolve, reject) => {
-            if (!this.transformed) {
-                this.transformed = true;
-                const transformer = Command._transformer.argument[this.name];
-                if (transformer) {
-                    this.args = transformer(this.args);
-                }
-                this.stringifyArguments();
-            }
-            this.resolve = this._convertValue(resolve);
+/** The closures `initPromise` gives each command, inside its promise's executor. */
+const COMMAND_CLOSURES = `            this.resolve = this._convertValue(resolve);
             this.reject = (err) => {
                 this._clearTimers();
                 this.isSettled = true;
@@ -90,23 +78,16 @@ export const INIT_PROMISE = `    initPromise() {
                     reject(err);
                 }
             };
-        });
-        this.promise = (0, standard_as_callback_1.default)(promise, this.callback);
-    }
 `;
 
-/** The same, settling through prototype methods (what `_convertValue`'s closure and `reject` did). */
-const INIT_PROMISE_WITH_METHODS = `    initPromise() {
+const PROMISE_START = `        const promise = new Promise((resolve, reject) => {
+`;
+
+/** Command.js's `initPromise`, whose per-command closures the lean copy replaces. */
+export const INIT_PROMISE = `    initPromise() {
         this.isResolved = false;
         this.isSettled = false;
-        // chat-proxy (infra/bundling/lean-ioredis.ts): no closures of the command's own. A promise
-        // made again drops wrappers set on the old one, as the closures made again used to.
-        if (Object.prototype.hasOwnProperty.call(this, "resolve")) delete this.resolve;
-        if (Object.prototype.hasOwnProperty.call(this, "reject")) delete this.reject;
-        const promise = new Promise((resolve, reject) => {
-            this._settle = resolve;
-            this._fail = reject;
-            if (!this.transformed) {
+${PROMISE_START}            if (!this.transformed) {
                 this.transformed = true;
                 const transformer = Command._transformer.argument[this.name];
                 if (transformer) {
@@ -114,10 +95,25 @@ const INIT_PROMISE_WITH_METHODS = `    initPromise() {
                 }
                 this.stringifyArguments();
             }
-        });
+${COMMAND_CLOSURES}        });
         this.promise = (0, standard_as_callback_1.default)(promise, this.callback);
     }
-    resolve(value) {
+`;
+
+/**
+ * The same `initPromise` keeping the promise's own resolve and reject, then `resolve` and `reject`
+ * as methods doing what `_convertValue`'s closure and the `reject` closure did.
+ */
+const INIT_PROMISE_WITH_METHODS = `${INIT_PROMISE.replace(
+  PROMISE_START,
+  `        // chat-proxy (infra/bundling/lean-ioredis.ts): no closures of the command's own. A promise
+        // made again drops wrappers set on the old one, as the closures made again used to.
+        if (Object.prototype.hasOwnProperty.call(this, "resolve")) delete this.resolve;
+        if (Object.prototype.hasOwnProperty.call(this, "reject")) delete this.reject;
+${PROMISE_START}            this._settle = resolve;
+            this._fail = reject;
+`,
+).replace(COMMAND_CLOSURES, '')}    resolve(value) {
         try {
             this._clearTimers();
             this._settle(this.transformReply(value));

@@ -82,6 +82,21 @@ describe('lean ioredis for bundles', () => {
         const second = await scripted.twice('scripted');
         await admin.script('FLUSH');
         const afterFlush = await scripted.twice('scripted');
+        // With friendly stacks, the error's stack is the caller's.
+        const friendly = new ioredis.Redis(url, {
+          keyPrefix: `${prefix}${name}:`,
+          showFriendlyErrorStack: true,
+        });
+        let friendlyStack: boolean;
+        try {
+          friendlyStack = await friendly.lpush('text', 'x').then(
+            () => false,
+            (error: Error) =>
+              error.name === 'ReplyError' && (error.stack ?? '').includes('lean-ioredis.test'),
+          );
+        } finally {
+          friendly.disconnect();
+        }
         const callback = await new Promise((resolve, reject) =>
           client.get('text', (error, value) => (error ? reject(error) : resolve(value))),
         );
@@ -114,6 +129,7 @@ describe('lean ioredis for bundles', () => {
           first,
           second,
           afterFlush,
+          friendlyStack,
           callback,
           timedOut,
         };
@@ -145,10 +161,48 @@ describe('lean ioredis for bundles', () => {
       first: 2,
       second: 4,
       afterFlush: 6,
+      friendlyStack: true,
       callback: 'héllo',
       timedOut: 'Command timed out',
     });
     expect(fromLean).toEqual(fromInstalled);
+  });
+
+  it("lets a wrapper set on a command's reject take precedence, and drops it when the promise is made again", async () => {
+    const { aliases } = bundlingAliases(repoRoot);
+    const leanPath = aliases.find((alias) => alias.startsWith('ioredis='))?.slice('ioredis='.length);
+    const lean = require(`${repoRoot}/${leanPath}`) as typeof import('ioredis');
+    const installed = require('ioredis') as typeof import('ioredis');
+
+    const run = async (ioredis: typeof import('ioredis')) => {
+      // As Cluster and the himport coordinator wrap it: the original called on the command.
+      const command = new ioredis.Command('get', ['key'], { replyEncoding: 'utf8' });
+      const original = command.reject;
+      let wrapped = 0;
+      command.reject = function (this: typeof command, error: Error) {
+        wrapped += 1;
+        original.call(this, error);
+      };
+      command.reject(new Error('refused'));
+      const rejected = await command.promise.then(
+        () => 'resolved',
+        (error: Error) => error.message,
+      );
+      // Pipeline does this to send a command again after a redirection: the wrapper is gone.
+      (command as unknown as { initPromise: () => void }).initPromise();
+      command.reject(new Error('again'));
+      const again = await command.promise.then(
+        () => 'resolved',
+        (error: Error) => error.message,
+      );
+      const fresh = new ioredis.Command('get', ['key'], { replyEncoding: 'utf8' });
+      fresh.resolve(Buffer.from('value'));
+      return { wrapped, rejected, again, resolved: await fresh.promise };
+    };
+
+    const expected = { wrapped: 1, rejected: 'refused', again: 'again', resolved: 'value' };
+    expect(await run(lean)).toEqual(expected);
+    expect(await run(installed)).toEqual(expected);
   });
 
   it('aliases ioredis to a copy whose clients have every command, and debug to a stub', () => {
