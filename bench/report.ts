@@ -640,9 +640,9 @@ export function renderReport(results: BenchResults): string {
       'turn still sends the 101 messages of the budget, as on the 100-message chats above. Like the round trips (section ' +
       '2), they run the handler and the OpenAI client from the TypeScript source under tsx, not from the bundles of ' +
       'section 1: there the Redis client can be instrumented and the profiles name our functions. tsx adds a little ' +
-      'the bundles do not have (its `__name` helper on every function it names as it is made), and the source uses the ' +
-      "installed ioredis, not the bundles' lean copy (infra/bundling/lean-ioredis.ts), whose commands settle without " +
-      'closures of their own: the garbage collection rows below are larger than the bundles pay.',
+      'the bundles do not have (its `__name` helper on every function it names as it is made). The source runs the ' +
+      "bundles' lean copy of ioredis (infra/bundling/lean-ioredis.ts; bench/lean-ioredis-hook.ts resolves `ioredis` to " +
+      'it in this process), as the deployed functions do.',
     '',
     `- Redis: a buffered turn on the diagnostics' chat waits ${ms(results.redisWait.waitMedianMs)} ms (median of 200) on its ` +
       `Redis round trips, of ${ms(results.redisWait.turnMedianMs)} ms for the whole turn in process (upstream call included). ` +

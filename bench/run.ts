@@ -1,7 +1,8 @@
 /**
  * `npm run bench` (package.json: `tsx bench/run.ts`). The memory measurement needs `global.gc`, so
- * without `--expose-gc` this re-runs the bench as `node --expose-gc --import tsx bench/main.ts`,
- * passing the arguments on and waiting for it. Options: `--quick` (small samples, RESULTS.md left
+ * without `--expose-gc` this re-runs itself as `node --expose-gc --import tsx bench/run.ts`,
+ * passing the arguments on and waiting for it; that run makes `ioredis` the bundles' lean copy
+ * (bench/lean-ioredis-hook.ts) and starts bench/main.ts. Options: `--quick` (small samples, RESULTS.md left
  * alone), `--no-synth` (measure the existing cdk.out).
  *
  * The bench's stderr passes through here so that a line repeated verbatim (a handler writing the
@@ -15,10 +16,12 @@ import { fileURLToPath } from 'node:url';
 const SHOWN = 3;
 
 if (typeof (globalThis as { gc?: unknown }).gc === 'function') {
+  // The lean ioredis first, so that every import of `ioredis` after it gets the copy.
+  await import('./lean-ioredis-hook');
   await import('./main');
 } else {
-  const main = fileURLToPath(new URL('./main.ts', import.meta.url));
-  const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', main, ...process.argv.slice(2)], {
+  const run = fileURLToPath(import.meta.url);
+  const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', run, ...process.argv.slice(2)], {
     stdio: ['inherit', 'inherit', 'pipe'],
   });
   const seen = new Map<string, number>();

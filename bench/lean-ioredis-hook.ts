@@ -1,0 +1,17 @@
+import { register } from 'node:module';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { bundlingAliases } from '../infra/bundling/lean-ioredis';
+import { repoRoot } from './paths';
+
+/**
+ * Makes `ioredis` in this process the bundles' lean copy (infra/bundling/lean-ioredis.ts), so the
+ * parts of the bench that run the TypeScript source (the round-trip counts and the diagnostics)
+ * run the Redis client the deployed functions run. Imported before bench/main.ts; the dev server,
+ * a process of its own, keeps the installed ioredis, as `npm run dev` does.
+ */
+const alias = bundlingAliases(repoRoot).aliases.find((entry) => entry.startsWith('ioredis='));
+if (alias !== undefined) {
+  const target = pathToFileURL(join(repoRoot, alias.slice('ioredis='.length), 'built', 'index.js')).href;
+  register('./lean-ioredis-resolve.mjs', import.meta.url, { data: { target } });
+}
