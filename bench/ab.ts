@@ -28,8 +28,8 @@ export interface SideGc {
 export interface GcPauses {
   readonly a: SideGc;
   readonly b: SideGc;
-  /** Indexes of the A calls that met a pause. */
-  readonly hitA: readonly number[];
+  /** Indexes of the pairs whose A turn or B call met a pause. */
+  readonly hitPairs: readonly number[];
 }
 
 export interface AbSummary {
@@ -52,10 +52,9 @@ export interface AbSummary {
   readonly gc?: GcSummary;
 }
 
-/** What the pauses did to the tail: the collections per side, and A's p99 without the calls they hit. */
+/** What the pauses did to the tail: the collections per side, and the overhead p99 without them. */
 export interface GcSummary extends GcPauses {
-  /** p99 of A over the turns that met no pause, and the overhead p99 against B's whole sample. */
-  readonly aP99WithoutGc: number;
+  /** The overhead p99 over the pairs in which neither call met a pause. */
   readonly overheadP99WithoutGc: number;
 }
 
@@ -82,15 +81,12 @@ export function summarize(samples: AbSamples): AbSummary {
     pairedMedian: percentile(differences, 50),
     aMean: mean(a),
     bMean: mean(b),
-    gc: samples.gc === undefined ? undefined : gcSummary(samples.gc, a, bP99),
+    gc: samples.gc === undefined ? undefined : gcSummary(samples.gc, a, b),
   };
 }
 
-function gcSummary(gc: GcPauses, a: readonly number[], bP99: number): GcSummary {
-  const hit = new Set(gc.hitA);
-  const aP99WithoutGc = percentile(
-    a.filter((_, i) => !hit.has(i)),
-    99,
-  );
-  return { ...gc, aP99WithoutGc, overheadP99WithoutGc: aP99WithoutGc - bP99 };
+function gcSummary(gc: GcPauses, a: readonly number[], b: readonly number[]): GcSummary {
+  const hit = new Set(gc.hitPairs);
+  const untouched = (side: readonly number[]) => side.filter((_, i) => !hit.has(i));
+  return { ...gc, overheadP99WithoutGc: percentile(untouched(a), 99) - percentile(untouched(b), 99) };
 }

@@ -15,6 +15,7 @@ import {
   startUpstreamProcess,
   USER_MESSAGE,
 } from './fixture';
+import { leanIoredis } from './lean-ioredis-hook';
 import { cleanUp, Interrupted, installSignalHandlers, onCleanup, tempDir } from './lifecycle';
 import { LoadTracker } from './load';
 import { repoRoot } from './paths';
@@ -374,6 +375,7 @@ async function main(): Promise<void> {
     redisWait: diagnostics.redisWait,
     writes: diagnostics.writes,
     busy: diagnostics.busy,
+    leanIoredis,
     profileA: diagnostics.profileA,
     profileB: diagnostics.profileB,
     memory,

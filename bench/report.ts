@@ -66,6 +66,8 @@ export interface BenchResults {
   readonly writes: ConsoleWrites;
   /** Main-thread CPU and waiting per A turn and B call, and Redis's own time per turn. */
   readonly busy: BusyResult | undefined;
+  /** Whether the source ran the bundles' lean ioredis (bench/lean-ioredis-hook.ts). */
+  readonly leanIoredis: boolean;
   /** CPU profiles of handler turns (A) and of direct calls (B), on the 100-message chat. */
   readonly profileA: ProfileSummary;
   readonly profileB: ProfileSummary;
@@ -371,9 +373,9 @@ function gcSection(cases: AbSummary[]): string[] {
   return [
     '',
     "Garbage collection during these pairs: V8's pauses on the main thread (Node's `gc` performance entries), each " +
-      'given to the A or B call it started in. "Young" are young-generation collections (scavenges); "full" are the ' +
+      'given to the A or B call it overlaps. "Young" are young-generation collections (scavenges); "full" are the ' +
       'pauses of full collections (incremental marking steps and the final pause). Mean pause in brackets, in ms. The ' +
-      "last column is the overhead p99 computed without the A turns that met a pause (B's sample whole).",
+      'last column is the overhead p99 over the pairs in which neither call met a pause.',
     '',
     table(
       [
@@ -385,7 +387,7 @@ function gcSection(cases: AbSummary[]): string[] {
         'B: full',
         'B calls hit',
         'Overhead p99',
-        'Without A turns hit',
+        'Without pairs hit',
       ],
       rows,
     ),
@@ -640,9 +642,11 @@ export function renderReport(results: BenchResults): string {
       'turn still sends the 101 messages of the budget, as on the 100-message chats above. Like the round trips (section ' +
       '2), they run the handler and the OpenAI client from the TypeScript source under tsx, not from the bundles of ' +
       'section 1: there the Redis client can be instrumented and the profiles name our functions. tsx adds a little ' +
-      'the bundles do not have (its `__name` helper on every function it names as it is made). The source runs the ' +
-      "bundles' lean copy of ioredis (infra/bundling/lean-ioredis.ts; bench/lean-ioredis-hook.ts resolves `ioredis` to " +
-      'it in this process), as the deployed functions do.',
+      'the bundles do not have (its `__name` helper on every function it names as it is made). ' +
+      (results.leanIoredis
+        ? "The source runs the bundles' lean copy of ioredis (infra/bundling/lean-ioredis.ts; " +
+          'bench/lean-ioredis-hook.ts resolves `ioredis` to it in this process), as the deployed functions do.'
+        : 'The source runs the installed ioredis: the lean copy could not be made (see the warning the bench printed).'),
     '',
     `- Redis: a buffered turn on the diagnostics' chat waits ${ms(results.redisWait.waitMedianMs)} ms (median of 200) on its ` +
       `Redis round trips, of ${ms(results.redisWait.turnMedianMs)} ms for the whole turn in process (upstream call included). ` +

@@ -84,7 +84,8 @@ const YOUNG = constants.NODE_PERFORMANCE_GC_MINOR;
 /**
  * Which calls a garbage collection pause fell in: each of V8's pauses on the main thread (Node's
  * `gc` performance entries: young-generation collections, and a full collection's marking steps
- * and its final pause) is given to the A or B call whose window holds its start.
+ * and its final pause) is given to the A or B call whose window it overlaps (A's first, should it
+ * reach into both). A pause that overlaps neither, between the calls, is left out.
  */
 function attributeGc(
   entries: readonly PerformanceEntry[],
@@ -104,11 +105,13 @@ function attributeGc(
   const sorted = [...entries].sort((x, y) => x.startTime - y.startTime);
   let i = 0;
   for (const entry of sorted) {
-    while (i < windows.length && (windows[i]?.[3] ?? 0) < entry.startTime) i += 1;
+    const start = entry.startTime;
+    const end = start + entry.duration;
+    while (i < windows.length && (windows[i]?.[3] ?? 0) < start) i += 1;
     const window = windows[i];
     if (window === undefined) break;
-    const [a0, a1, b0] = window;
-    const hit = entry.startTime >= a0 && entry.startTime <= a1 ? a : entry.startTime >= b0 ? b : undefined;
+    const [a0, a1, b0, b1] = window;
+    const hit = start <= a1 && end >= a0 ? a : start <= b1 && end >= b0 ? b : undefined;
     if (hit === undefined) continue;
     const kind = (entry as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind;
     if (kind === YOUNG) {
@@ -121,7 +124,7 @@ function attributeGc(
     hit.calls.add(i);
   }
   const done = ({ calls, ...rest }: Tally): SideGc => ({ ...rest, callsHit: calls.size });
-  return { a: done(a), b: done(b), hitA: [...a.calls] };
+  return { a: done(a), b: done(b), hitPairs: [...new Set([...a.calls, ...b.calls])] };
 }
 
 /** A turn that did not do what the bench measures makes the whole bench fail. */
@@ -168,6 +171,8 @@ export async function measureCase(bench: HandlerBench, turnCase: TurnCase): Prom
       b.push(times[3] - times[2]);
     }
   } finally {
+    // Node queues a pause's entry in a setImmediate after the collection: the last pair's too.
+    await new Promise((resolve) => setImmediate(resolve));
     pauses.push(...observer.takeRecords());
     observer.disconnect();
   }
