@@ -10,10 +10,9 @@ import { repoRoot } from './paths';
  * run the Redis client the deployed functions run. Imported before bench/main.ts; the dev server,
  * a process of its own, keeps the installed ioredis, as `npm run dev` does.
  */
-const { aliases, warning } = bundlingAliases(repoRoot);
-const alias = aliases.find((entry) => entry.startsWith('ioredis='));
-if (alias !== undefined) {
-  const target = pathToFileURL(join(repoRoot, alias.slice('ioredis='.length), 'built', 'index.js')).href;
+const { leanCopy, warning } = bundlingAliases(repoRoot);
+if (leanCopy !== undefined) {
+  const target = pathToFileURL(join(leanCopy, 'built', 'index.js')).href;
   register('./lean-ioredis-resolve.mjs', import.meta.url, { data: { target } });
 } else {
   // The bundles fall back to the installed ioredis too (the stack warns at synth); so does this.
@@ -21,4 +20,4 @@ if (alias !== undefined) {
 }
 
 /** Whether `ioredis` in this process is the lean copy (read by bench/main.ts for the report). */
-export const leanIoredis = alias !== undefined;
+export const leanIoredis = leanCopy !== undefined;

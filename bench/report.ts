@@ -348,7 +348,7 @@ function overheadRows(cases: AbSummary[]): string[][] {
   ]);
 }
 
-/** Where the in-process cases met garbage collection, and A's p99 without the turns that did. */
+/** Where the in-process cases met garbage collection, and the overhead p99 over the pairs that met none. */
 function gcSection(cases: AbSummary[]): string[] {
   const rows = cases.flatMap((item) => {
     const gc = item.gc;

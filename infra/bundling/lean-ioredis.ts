@@ -173,13 +173,26 @@ export function leanScript(source: string): string | undefined {
 export interface BundlingAliases {
   /** esbuild `--alias` values, paths relative to the project root (esbuild's working directory). */
   readonly aliases: string[];
+  /** The lean copy's folder (what `ioredis` is aliased to), unless the installed one is used. */
+  readonly leanCopy?: string;
   /** Set when the installed ioredis could not be made lean: bundles use it as it is. */
   readonly warning?: string;
 }
 
-const COMMANDER = join('built', 'utils', 'Commander.js');
-const COMMAND = join('built', 'Command.js');
-const SCRIPT = join('built', 'Script.js');
+/** Each file the lean copy changes, how, and what the change looks for in it. */
+const PATCHES: readonly { file: string; patch: (source: string) => string | undefined; expects: string }[] = [
+  {
+    file: join('built', 'utils', 'Commander.js'),
+    patch: leanCommander,
+    expects: 'the loop of PROTOTYPE_LOOP',
+  },
+  { file: join('built', 'Command.js'), patch: leanCommand, expects: 'the initPromise of INIT_PROMISE' },
+  {
+    file: join('built', 'Script.js'),
+    patch: leanScript,
+    expects: 'the reject wrapper of SCRIPT_REJECT_WRAPPER',
+  },
+];
 /** Written last into a finished copy. */
 const MARKER = '.chat-proxy-lean';
 
@@ -203,38 +216,25 @@ export function computeAliases(
   /** The stock ioredis, and why: the bundles still work, only slower to import. */
   const stock = (reason: string): BundlingAliases => ({
     aliases,
-    warning: `${reason}; bundling the installed ioredis as it is (about 10 ms more cold start per Redis function).`,
+    warning:
+      `${reason}; bundling the installed ioredis as it is (about 10 ms more cold start per Redis function, ` +
+      'and settled replies kept through young-generation collections).',
   });
   const installed = join(projectRoot, 'node_modules', 'ioredis');
   const { version } = JSON.parse(readFileSync(join(installed, 'package.json'), 'utf8')) as {
     version: string;
   };
-  const commander = leanCommander(readFileSync(join(installed, COMMANDER), 'utf8'));
-  if (commander === undefined) {
-    return stock(
-      `ioredis ${version}: built/utils/Commander.js no longer holds the loop that ` +
-        'infra/bundling/lean-ioredis.ts replaces (update PROTOTYPE_LOOP for this version)',
-    );
+  const patched = new Map<string, string>();
+  for (const { file, patch, expects } of PATCHES) {
+    const text = patch(readFileSync(join(installed, file), 'utf8'));
+    if (text === undefined) {
+      return stock(
+        `ioredis ${version}: ${file} no longer holds ${expects} in infra/bundling/lean-ioredis.ts ` +
+          '(update it for this version)',
+      );
+    }
+    patched.set(file, text);
   }
-  const command = leanCommand(readFileSync(join(installed, COMMAND), 'utf8'));
-  if (command === undefined) {
-    return stock(
-      `ioredis ${version}: built/Command.js no longer holds the initPromise that ` +
-        'infra/bundling/lean-ioredis.ts replaces (update INIT_PROMISE for this version)',
-    );
-  }
-  const script = leanScript(readFileSync(join(installed, SCRIPT), 'utf8'));
-  if (script === undefined) {
-    return stock(
-      `ioredis ${version}: built/Script.js no longer holds the reject wrapper that ` +
-        'infra/bundling/lean-ioredis.ts replaces (update SCRIPT_REJECT_WRAPPER for this version)',
-    );
-  }
-  const patched: ReadonlyMap<string, string> = new Map([
-    [COMMANDER, commander],
-    [COMMAND, command],
-    [SCRIPT, script],
-  ]);
   let target: string;
   let building: string | undefined;
   try {
@@ -262,7 +262,7 @@ export function computeAliases(
   } finally {
     if (building !== undefined) rmSync(building, { recursive: true, force: true });
   }
-  return { aliases: [...aliases, `ioredis=./${relative(projectRoot, target)}`] };
+  return { aliases: [...aliases, `ioredis=./${relative(projectRoot, target)}`], leanCopy: target };
 }
 
 /** A short hash of the package's files (paths, sizes, modification times) and the patched files. */

@@ -18,6 +18,13 @@ import { spawnRedisServer } from '../support/redis-server';
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 const require = createRequire(import.meta.url);
 
+/** The lean copy the bundles alias `ioredis` to, loaded. */
+function leanIoredis(): typeof import('ioredis') {
+  const { leanCopy } = bundlingAliases(repoRoot);
+  expect(leanCopy).toBeDefined();
+  return require(leanCopy as string) as typeof import('ioredis');
+}
+
 describe('lean ioredis for bundles', () => {
   it('replaces the prototype loop of the installed ioredis exactly once', () => {
     const source = readFileSync(require.resolve('ioredis/built/utils/Commander.js'), 'utf8');
@@ -48,10 +55,7 @@ describe('lean ioredis for bundles', () => {
   });
 
   it('settles commands in the copy as the installed ioredis does: replies, errors, transforms, scripts after NOSCRIPT, timeouts', async () => {
-    const { aliases } = bundlingAliases(repoRoot);
-    const leanPath = aliases.find((alias) => alias.startsWith('ioredis='))?.slice('ioredis='.length);
-    expect(leanPath).toBeDefined();
-    const lean = require(`${repoRoot}/${leanPath}`) as typeof import('ioredis');
+    const lean = leanIoredis();
     const installed = require('ioredis') as typeof import('ioredis');
     // A server of its own: the test flushes its scripts and blocks it for a moment.
     const server = await spawnRedisServer();
@@ -169,9 +173,7 @@ describe('lean ioredis for bundles', () => {
   });
 
   it("lets a wrapper set on a command's reject take precedence, and drops it when the promise is made again", async () => {
-    const { aliases } = bundlingAliases(repoRoot);
-    const leanPath = aliases.find((alias) => alias.startsWith('ioredis='))?.slice('ioredis='.length);
-    const lean = require(`${repoRoot}/${leanPath}`) as typeof import('ioredis');
+    const lean = leanIoredis();
     const installed = require('ioredis') as typeof import('ioredis');
 
     const run = async (ioredis: typeof import('ioredis')) => {
@@ -212,6 +214,7 @@ describe('lean ioredis for bundles', () => {
     expect([...byName.keys()].sort()).toEqual(['debug', 'ioredis']);
 
     const lean = require(`${repoRoot}/${byName.get('ioredis')}`) as typeof import('ioredis');
+    expect(join(repoRoot, byName.get('ioredis') ?? '')).toBe(bundlingAliases(repoRoot).leanCopy);
     const installed = require('ioredis') as typeof import('ioredis');
     expect(lean.Redis).not.toBe(installed.Redis);
     const client = new lean.Redis({ lazyConnect: true });
@@ -244,7 +247,8 @@ describe('lean ioredis for bundles', () => {
   });
 
   it('falls back to the installed ioredis, with a warning, when the copy cannot be written', () => {
-    const { aliases, warning } = computeAliases(repoRoot, '/dev/null/chat-proxy');
+    const { aliases, warning, leanCopy } = computeAliases(repoRoot, '/dev/null/chat-proxy');
+    expect(leanCopy).toBeUndefined();
 
     expect(aliases.map((alias) => alias.split('=')[0])).toEqual(['debug']);
     expect(warning).toMatch(/Could not write the lean copy of ioredis under \/dev\/null\/chat-proxy/);
