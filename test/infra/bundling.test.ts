@@ -63,6 +63,9 @@ describe('function bundling', () => {
       // Commands settle through methods, not closures of their own.
       expect(code, routeId).toMatch(/this\._settle\(this\.transformReply\(\w+\)\)/);
       expect(code, routeId).toContain('this.scriptSocket=');
+      // The decoder's cursor is a property, not a WeakMap entry; the data listener is added by `on`.
+      expect(code, routeId).toContain('this._Decoder_cursor=0');
+      expect(code, routeId).toMatch(/\.stream\.on\("data",\w+\)/);
     }
   });
 

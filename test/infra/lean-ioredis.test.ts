@@ -9,7 +9,10 @@ import {
   INIT_PROMISE,
   leanCommand,
   leanCommander,
+  leanDataHandler,
+  leanDecoder,
   leanScript,
+  PREPENDED_DATA_LISTENER,
   PROTOTYPE_LOOP,
   SCRIPT_REJECT_WRAPPER,
 } from '../../infra/bundling/lean-ioredis';
@@ -52,6 +55,161 @@ describe('lean ioredis for bundles', () => {
     expect(leanScriptSource).toContain('super.reject(err);');
     expect(leanCommand('something else')).toBeUndefined();
     expect(leanScript(`${SCRIPT_REJECT_WRAPPER}${SCRIPT_REJECT_WRAPPER}`)).toBeUndefined();
+  });
+
+  it("rewrites the installed decoder's private members and DataHandler's data listener, or leaves them alone", () => {
+    const decoder = readFileSync(require.resolve('ioredis/built/resp/decoder.js'), 'utf8');
+    const dataHandler = readFileSync(require.resolve('ioredis/built/DataHandler.js'), 'utf8');
+
+    const leanDecoderSource = leanDecoder(decoder);
+    expect(leanDecoderSource).toBeDefined();
+    const body = leanDecoderSource?.slice(leanDecoderSource.indexOf('class Decoder')) ?? '';
+    expect(body).not.toMatch(/__classPrivateField|WeakMap|WeakSet/);
+    expect(body).toContain('this._Decoder_cursor = 0;');
+    expect(leanDecoder('something else')).toBeUndefined();
+    // A form it does not know (a private field of another object) leaves the decoder as it is.
+    expect(
+      leanDecoder(
+        decoder.replace(
+          '__classPrivateFieldSet(this, _Decoder_next,',
+          '__classPrivateFieldSet(other, _Decoder_next,',
+        ),
+      ),
+    ).toBeUndefined();
+
+    const leanHandler = leanDataHandler(dataHandler);
+    expect(leanHandler).toBeDefined();
+    expect(leanHandler).not.toContain(PREPENDED_DATA_LISTENER);
+    expect(leanHandler).toContain('redis.stream.on("data", onData);');
+    expect(leanDataHandler('something else')).toBeUndefined();
+  });
+
+  it("decodes every RESP3 type as the installed decoder does, whatever the chunks' boundaries", () => {
+    type Decoded = { kind: string; value: unknown };
+    type DecoderModule = {
+      Decoder: new (config: {
+        onReply: (reply: unknown) => void;
+        onErrorReply: (error: unknown) => void;
+        onPush: (reply: unknown) => void;
+        getTypeMapping: () => Record<number, unknown>;
+      }) => { write(chunk: Buffer): void };
+      RESP_TYPES: Record<string, number>;
+    };
+    const installed = require('ioredis/built/resp/decoder.js') as DecoderModule;
+    const lean = require(
+      join(bundlingAliases(repoRoot).leanCopy as string, 'built', 'resp', 'decoder.js'),
+    ) as DecoderModule;
+    expect(lean.Decoder).not.toBe(installed.Decoder);
+
+    // Values as comparable JSON: Buffers, Maps, Sets, errors, bigints and NaN kept apart.
+    const plain = (value: unknown): unknown => {
+      if (Buffer.isBuffer(value)) return { buffer: value.toString('hex') };
+      if (value instanceof Map) return { map: [...value].map(([k, v]) => [plain(k), plain(v)]) };
+      if (value instanceof Set) return { set: [...value].map(plain) };
+      if (value instanceof Error) return { error: `${value.name}: ${value.message}` };
+      if (typeof value === 'bigint') return { bigint: String(value) };
+      if (typeof value === 'number' && Number.isNaN(value)) return 'NaN';
+      if (Array.isArray(value)) return value.map(plain);
+      if (value !== null && typeof value === 'object') {
+        return { [`${value.constructor?.name}`]: Object.entries(value).map(([k, v]) => [k, plain(v)]) };
+      }
+      return value;
+    };
+    const decode = (
+      module: DecoderModule,
+      stream: Buffer,
+      chunkSize: number,
+      mapping: Record<number, unknown>,
+    ) => {
+      const out: Decoded[] = [];
+      const decoder = new module.Decoder({
+        onReply: (value) => out.push({ kind: 'reply', value: plain(value) }),
+        onErrorReply: (value) => out.push({ kind: 'error', value: plain(value) }),
+        onPush: (value) => out.push({ kind: 'push', value: plain(value) }),
+        getTypeMapping: () => mapping,
+      });
+      for (let at = 0; at < stream.length; at += chunkSize)
+        decoder.write(stream.subarray(at, at + chunkSize));
+      return out;
+    };
+
+    const big = 'x'.repeat(40_000);
+    const stream = Buffer.from(
+      [
+        '_\r\n#t\r\n#f\r\n:123\r\n:-5\r\n:0\r\n(3492890328409238509324850943850943825024385\r\n(-12\r\n',
+        ',3.14\r\n,-1.5e10\r\n,10\r\n,inf\r\n,-inf\r\n,nan\r\n,1.25E-3\r\n',
+        '+OK\r\n$5\r\nhello\r\n$0\r\n\r\n$-1\r\n$10\r\nhéllo ✓\r\n',
+        `$${big.length}\r\n${big}\r\n`,
+        '=15\r\ntxt:Some string\r\n-ERR bad thing\r\n!21\r\nSYNTAX invalid syntax\r\n',
+        '*3\r\n:1\r\n$3\r\nfoo\r\n*2\r\n+a\r\n_\r\n*0\r\n*-1\r\n',
+        '~2\r\n+a\r\n:2\r\n%2\r\n+k1\r\n:1\r\n$2\r\nk2\r\n*1\r\n+x\r\n%0\r\n',
+        '>3\r\n$7\r\nmessage\r\n$4\r\nchan\r\n$2\r\nhi\r\n',
+        '*2\r\n%1\r\n+inner\r\n~1\r\n,0.5\r\n-ERR inside\r\n:7\r\n',
+      ].join(''),
+      'utf8',
+    );
+    const { RESP_TYPES: T } = installed;
+    // The type mappings ioredis uses (legacy and resp3 replies, stringNumbers), and none.
+    const mappings: Record<number, unknown>[] = [
+      {},
+      {
+        [T.SIMPLE_STRING as number]: Buffer,
+        [T.BLOB_STRING as number]: Buffer,
+        [T.VERBATIM_STRING as number]: Buffer,
+        [T.BIG_NUMBER as number]: String,
+        [T.DOUBLE as number]: Buffer,
+        [T.BOOLEAN as number]: Number,
+        [T.MAP as number]: Array,
+        [T.SET as number]: Array,
+      },
+      {
+        [T.BLOB_STRING as number]: Buffer,
+        [T.BIG_NUMBER as number]: String,
+        [T.SET as number]: Array,
+        [T.NUMBER as number]: String,
+        [T.DOUBLE as number]: String,
+        [T.MAP as number]: Map,
+      },
+    ];
+    for (const [index, mapping] of mappings.entries()) {
+      const whole = decode(installed, stream, stream.length, mapping);
+      expect(whole.length, `mapping ${index}`).toBe(33);
+      // Every chunk size up to 64 bytes (every boundary a small reply can have), then larger ones.
+      for (const size of [
+        ...Array.from({ length: 64 }, (_, i) => i + 1),
+        100,
+        1000,
+        4096,
+        16_384,
+        stream.length,
+      ]) {
+        expect(decode(lean, stream, size, mapping), `mapping ${index}, chunks of ${size}`).toEqual(whole);
+        if (size % 16 === 0) expect(decode(installed, stream, size, mapping)).toEqual(whole);
+      }
+    }
+  });
+
+  it('keeps a socket reading through a reply larger than its buffer (no stop and start per reply)', async () => {
+    const lean = leanIoredis();
+    const server = await spawnRedisServer();
+    const client = new lean.Redis(server.url);
+    try {
+      const value = 'v'.repeat(100_000);
+      await client.set('big', value);
+      const handle = (client.stream as unknown as { _handle: { readStop: () => number } })._handle;
+      let stops = 0;
+      const readStop = handle.readStop;
+      handle.readStop = function (this: unknown) {
+        stops += 1;
+        return readStop.call(this);
+      };
+      for (let i = 0; i < 20; i += 1) expect(await client.getBuffer('big')).toEqual(Buffer.from(value));
+      expect(stops).toBe(0);
+      expect(client.stream.listenerCount('data')).toBe(1);
+    } finally {
+      client.disconnect();
+      await server.dispose();
+    }
   });
 
   it('settles commands in the copy as the installed ioredis does: replies, errors, transforms, scripts after NOSCRIPT, timeouts', async () => {
