@@ -37,12 +37,59 @@ export interface RequestRecord {
   content?: unknown;
 }
 
-const current = new AsyncLocalStorage<RequestRecord>();
+/**
+ * Where the running request's record is found. In Lambda's default mode an execution environment
+ * runs one invocation at a time, so a variable holds it, as the runtime's own InvokeStore does
+ * then: an AsyncLocalStorage makes Node 20 and 22 run a hook for every promise of the process
+ * (about 40 µs a turn). Where requests can overlap in one process (Lambda Managed Instances, which
+ * set AWS_LAMBDA_MAX_CONCURRENCY; the local server; tests, outside Lambda) an AsyncLocalStorage
+ * keeps them apart. Should requests overlap in Lambda's default mode after all, the later ones get
+ * an AsyncLocalStorage from then on, and the first one's later facts are dropped, never misplaced.
+ */
+const overlapping = new AsyncLocalStorage<RequestRecord>();
+
+/** Whether `env` is Lambda's default mode: one invocation at a time in this process. */
+export function oneInvocationAtATime(env: NodeJS.ProcessEnv): boolean {
+  return Boolean(env.AWS_LAMBDA_FUNCTION_NAME) && !('AWS_LAMBDA_MAX_CONCURRENCY' in env);
+}
+
+let oneAtATime = oneInvocationAtATime(process.env);
+let sole: RequestRecord | undefined;
+
+function currentRecord(): RequestRecord | undefined {
+  return oneAtATime ? sole : overlapping.getStore();
+}
+
+/** Runs `run` as the request `record` describes, so that `annotate` reaches its record. */
+async function within<T>(record: RequestRecord, run: () => Promise<T>): Promise<T> {
+  if (oneAtATime && sole !== undefined) {
+    oneAtATime = false;
+    logger.warn(
+      'Requests overlap in one Lambda execution environment: each gets a scope of its own from now on',
+    );
+  }
+  if (!oneAtATime) return overlapping.run(record, run);
+  sole = record;
+  try {
+    return await run();
+  } finally {
+    if (sole === record) sole = undefined;
+  }
+}
 
 /** Adds facts to the running request's record (a no-op outside a request). */
 export function annotate(fields: Partial<RequestRecord>): void {
-  const record = current.getStore();
+  const record = currentRecord();
   if (record) Object.assign(record, fields);
+}
+
+/**
+ * `annotate` bound to the running request, for work that may end after the request did (an
+ * upstream exchange let go late): its facts go to its own request's record, or nowhere.
+ */
+export function annotator(): (fields: Partial<RequestRecord>) => void {
+  const record = currentRecord();
+  return record ? (fields) => Object.assign(record, fields) : () => undefined;
 }
 
 /** Records message content, only when LOG_CONTENT=true. */
@@ -113,22 +160,12 @@ export async function observe<T>(
   };
   const started = performance.now();
   try {
-    const result = await current.run(record, run);
+    const result = await within(record, run);
     record.status = statusOf(result);
     return result;
   } finally {
     record.latency_ms = Math.round((performance.now() - started) * 100) / 100;
     logger.info('request', { ...record });
     publish(record);
-  }
-}
-
-/** Times an upstream call into the request's record. */
-export async function timeUpstream<T>(call: () => Promise<T>): Promise<T> {
-  const started = performance.now();
-  try {
-    return await call();
-  } finally {
-    annotate({ upstream_latency_ms: Math.round(performance.now() - started) });
   }
 }

@@ -7,7 +7,7 @@ import {
   UpstreamRejectedError,
   UpstreamTimeoutError,
 } from './errors';
-import { annotate } from './observability';
+import { annotator } from './observability';
 import {
   Exchange,
   errorMessageOf,
@@ -285,6 +285,7 @@ function invalidResponse(message: string, cause?: unknown): UpstreamError {
 /** A buffered call: `POST path` and OpenAI's JSON answer, all within OPENAI_TIMEOUT_MS. */
 async function post(path: string, body: Buffer): Promise<unknown> {
   const started = performance.now();
+  const annotate = annotator();
   const exchange = new Exchange(endpoint, path, body, openAiConfig.timeoutMs);
   let text: string;
   try {
@@ -366,6 +367,7 @@ export async function streamCompletion(
 ): Promise<ReplyStream> {
   signal.throwIfAborted();
   const started = performance.now();
+  const annotate = annotator();
   const body = completionBody(messages, model, true);
   const exchange = new Exchange(endpoint, '/chat/completions', body, openAiConfig.timeoutMs, signal);
   let response: IncomingMessage;
@@ -378,7 +380,7 @@ export async function streamCompletion(
   }
   exchange.progressed();
   response.setEncoding('utf8');
-  return new Reply(exchange, response, signal, started);
+  return new Reply(exchange, response, signal, started, annotate);
 }
 
 /**
@@ -398,6 +400,8 @@ class Reply implements ReplyStream {
     private readonly response: IncomingMessage,
     signal: AbortSignal,
     private readonly started: number,
+    /** The request's record, which the exchange's latency goes to however late it ends. */
+    private readonly annotate: ReturnType<typeof annotator>,
   ) {
     this.events = replyEvents(this, exchange, response, signal);
   }
@@ -436,7 +440,7 @@ class Reply implements ReplyStream {
     this.ended = true;
     if (read || this.response.complete) this.exchange.release(this.response);
     else this.exchange.cancel();
-    annotate({ upstream_latency_ms: Math.round(performance.now() - this.started) });
+    this.annotate({ upstream_latency_ms: Math.round(performance.now() - this.started) });
   }
 }
 

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { apiEvent, uniqueId } from '../support/events';
 import { startFakeOpenAi } from '../support/fake-openai';
@@ -11,21 +12,25 @@ process.env.POWERTOOLS_METRICS_DISABLED = 'false';
 const postChat = await loadHandler('post-chat');
 afterAll(() => fake.close());
 
-/** Every JSON line the functions write to stdout while `run` runs. */
+/** Every JSON line the functions write to stdout or stderr while `run` runs. */
 async function captured(run: () => Promise<unknown>): Promise<Record<string, unknown>[]> {
   const lines: string[] = [];
-  const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+  const keep = (chunk: string | Uint8Array) => {
     lines.push(
       ...String(chunk)
         .split('\n')
         .filter((line) => line.trim() !== ''),
     );
     return true;
-  });
+  };
+  const spies = [
+    vi.spyOn(process.stdout, 'write').mockImplementation(keep),
+    vi.spyOn(process.stderr, 'write').mockImplementation(keep),
+  ];
   try {
     await run();
   } finally {
-    spy.mockRestore();
+    for (const spy of spies) spy.mockRestore();
   }
   return lines.flatMap((line) => {
     try {
@@ -53,14 +58,15 @@ beforeEach(() => {
 });
 afterEach(() => vi.restoreAllMocks());
 
-/** A fresh post-chat handler that read its configuration with `name` set to `value`. */
-async function postChatWith(name: string, value: string): Promise<Invoke> {
+/** A fresh post-chat handler that read its configuration with `name` set to `value` (and `more`). */
+async function postChatWith(name: string, value: string, more: Record<string, string> = {}): Promise<Invoke> {
   vi.resetModules();
-  process.env[name] = value;
+  const set = { ...more, [name]: value };
+  Object.assign(process.env, set);
   try {
     return await loadHandler('post-chat');
   } finally {
-    delete process.env[name];
+    for (const key of Object.keys(set)) delete process.env[key];
   }
 }
 
@@ -174,5 +180,108 @@ describe('EMF metrics', () => {
     const lines = await captured(() => turn(postChat, { content: 'once' }, key));
 
     expect(metricNames(lines)).toContain('IdempotentReplays');
+  });
+});
+
+describe('the request scope', () => {
+  const inLambda = { AWS_LAMBDA_FUNCTION_NAME: 'ChatProxy-PostChat' };
+  const requestLine = (lines: Record<string, unknown>[], chat: string) =>
+    lines.find((line) => line.message === 'request' && line.chat_id === chat);
+
+  it("in Lambda's default mode (one invocation at a time) logs every fact without an AsyncLocalStorage", async () => {
+    const lambda = await postChatWith('AWS_LAMBDA_FUNCTION_NAME', inLambda.AWS_LAMBDA_FUNCTION_NAME);
+    const run = vi.spyOn(AsyncLocalStorage.prototype, 'run');
+
+    const lines = await captured(() => turn(lambda, { content: 'hi' }));
+    const streamed = await captured(() => turn(lambda, { content: 'again', stream: true }));
+
+    expect(run).not.toHaveBeenCalled();
+    for (const [request, extra] of [
+      [lines, {}],
+      [streamed, { streamed: true }],
+    ] as const) {
+      expect(requestLine(request, chatId)).toMatchObject({
+        tenant,
+        status: 200,
+        turn: true,
+        upstream_latency_ms: expect.any(Number),
+        prompt_tokens: expect.any(Number),
+        completion_tokens: expect.any(Number),
+        ...extra,
+      });
+    }
+    // Outside Lambda (the tests, the local server) each request runs in an AsyncLocalStorage.
+    await turn(postChat, { content: 'hi' });
+    expect(run).toHaveBeenCalled();
+  });
+
+  it('keeps requests apart should they overlap in that mode after all, and warns once', async () => {
+    const lambda = await postChatWith('AWS_LAMBDA_FUNCTION_NAME', inLambda.AWS_LAMBDA_FUNCTION_NAME);
+    const first = chatId;
+    const second = uniqueId('c');
+    const third = uniqueId('c');
+    fake.respondWith(() => ({ delayMs: 100 }));
+
+    // The second begins once the first is waiting for OpenAI.
+    const upstreamReached = async () => {
+      while (fake.completions().length === 0) await new Promise((resolve) => setTimeout(resolve, 2));
+    };
+    const lines = await captured(() =>
+      Promise.all([
+        turn(lambda, { content: 'first' }),
+        (async () => {
+          await upstreamReached();
+          await lambda(
+            apiEvent({
+              method: 'POST',
+              resource: '/{chat_id}/chat',
+              chatId: second,
+              apiKeyId: tenant,
+              json: { content: 'second' },
+            }),
+          );
+        })(),
+      ]),
+    );
+    fake.reset();
+    const later = await captured(() =>
+      lambda(
+        apiEvent({
+          method: 'POST',
+          resource: '/{chat_id}/chat',
+          chatId: third,
+          apiKeyId: tenant,
+          json: { content: 'third' },
+        }),
+      ),
+    );
+
+    expect(lines.filter((line) => line.level === 'WARN')).toHaveLength(1);
+    expect(lines.filter((line) => line.message === 'request')).toHaveLength(2);
+    // The one that began first keeps what it noted before the overlap, and its own upstream time.
+    expect(requestLine(lines, first)).toMatchObject({
+      status: 200,
+      tenant,
+      upstream_latency_ms: expect.any(Number),
+    });
+    const full = {
+      status: 200,
+      tenant,
+      turn: true,
+      prompt_tokens: expect.any(Number),
+      upstream_latency_ms: expect.any(Number),
+    };
+    expect(requestLine(lines, second)).toMatchObject(full);
+    expect(requestLine(later, third)).toMatchObject(full);
+    expect(later.filter((line) => line.level === 'WARN')).toHaveLength(0);
+  });
+
+  it("tells Lambda's default mode from Lambda Managed Instances and from running outside Lambda", async () => {
+    // Imported here: imported with the file, it would make the loggers before the log level is set.
+    const { oneInvocationAtATime } = await import('../../functions/shared/observability');
+    expect(oneInvocationAtATime(inLambda)).toBe(true);
+    // Managed Instances run invocations side by side in one process: they set this variable.
+    expect(oneInvocationAtATime({ ...inLambda, AWS_LAMBDA_MAX_CONCURRENCY: '8' })).toBe(false);
+    expect(oneInvocationAtATime({})).toBe(false);
   });
 });
