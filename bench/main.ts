@@ -67,7 +67,7 @@ const QUICK: Sizes = {
 
 /** Variables the functions read; cleared so the caller's shell cannot change what is measured. */
 const FUNCTION_ENV =
-  /^(REDIS_|OPENAI_|MAX_|CHAT_|TURN_|IDEMPOTENCY_|STREAM_|SECRET_|REPLY_|POWERTOOLS_|CORS_)|^(LOG_CONTENT|AWS_SAM_LOCAL)$/;
+  /^(REDIS_|OPENAI_|MAX_|CHAT_|TURN_|IDEMPOTENCY_|STREAM_|SECRET_|REPLY_|POWERTOOLS_|CORS_|AWS_LAMBDA_)|^(LOG_CONTENT|AWS_SAM_LOCAL)$/;
 
 function log(message: string): void {
   console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}`);
@@ -130,7 +130,10 @@ async function main(): Promise<void> {
     AWS_REGION: 'us-east-1',
     AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
   };
-  Object.assign(process.env, functionEnv);
+  // The handlers in this process run one invocation at a time, as in Lambda's default mode, which
+  // the runtime tells them by this variable (functions/shared/observability.ts keeps the request's
+  // record in a variable then). The dev server, a process of its own, serves requests side by side.
+  Object.assign(process.env, functionEnv, { AWS_LAMBDA_FUNCTION_NAME: 'chat-proxy-bench' });
 
   // The functions' modules are imported (and their bundles loaded) only now: they read their
   // configuration when first imported. The redis module is imported the way the source handlers

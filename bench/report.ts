@@ -462,7 +462,10 @@ export function renderReport(results: BenchResults): string {
       `so every turn appends the pair the chats were seeded with. MAX_CONTEXT_TOKENS=${results.budget}: exactly the ` +
       '100 stored messages, the new one and the 3 reply-priming tokens, so the 100-message chat just fills the budget and ' +
       'the 10,000-message chat sends the same 101 messages (checked on every turn). Logs and metrics are off ' +
-      '(POWERTOOLS_LOG_LEVEL=SILENT, POWERTOOLS_METRICS_DISABLED=true); deployed, each request also writes its log line and EMF metrics.',
+      '(POWERTOOLS_LOG_LEVEL=SILENT, POWERTOOLS_METRICS_DISABLED=true); deployed, each request also writes its log line and EMF metrics. ' +
+      'The in-process handlers run with AWS_LAMBDA_FUNCTION_NAME set, as the Lambda runtime sets it: one invocation at a time, ' +
+      "Lambda's default mode, in which a request's record is kept in a variable rather than an AsyncLocalStorage (functions/shared/observability.ts); " +
+      'the dev server, which serves requests side by side, keeps an AsyncLocalStorage.',
     '',
     `Ratio 10,000 : 100 messages — p50 turn time ${((results.handlerCases[2]?.aP50 ?? Number.NaN) / (results.handlerCases[1]?.aP50 ?? Number.NaN)).toFixed(2)}×, ` +
       `p99 ${((results.handlerCases[2]?.aP99 ?? Number.NaN) / (results.handlerCases[1]?.aP99 ?? Number.NaN)).toFixed(2)}×, ` +
