@@ -66,6 +66,9 @@ describe('function bundling', () => {
       // The decoder's cursor is a property, not a WeakMap entry; the data listener is added by `on`.
       expect(code, routeId).toContain('this._Decoder_cursor=0');
       expect(code, routeId).toMatch(/\.stream\.on\("data",\w+\)/);
+      // The table of Redis commands is a string for JSON.parse, not an object literal.
+      expect(code, routeId).toContain('JSON.parse(\'{"acl":{');
+      expect(code, routeId).not.toContain('{acl:{arity:');
     }
   });
 

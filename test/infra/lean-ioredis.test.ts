@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import {
   bundlingAliases,
+  COMMANDS_REQUIRE,
   computeAliases,
   INIT_PROMISE,
   leanCommand,
@@ -203,7 +204,8 @@ describe('lean ioredis for bundles', () => {
         stops += 1;
         return readStop.call(this);
       };
-      for (let i = 0; i < 20; i += 1) expect(await client.getBuffer('big')).toEqual(Buffer.from(value));
+      const expected = Buffer.from(value);
+      for (let i = 0; i < 20; i += 1) expect((await client.getBuffer('big'))?.equals(expected)).toBe(true);
       expect(stops).toBe(0);
       expect(client.stream.listenerCount('data')).toBe(1);
     } finally {
@@ -369,7 +371,7 @@ describe('lean ioredis for bundles', () => {
     const { aliases, warning } = bundlingAliases(repoRoot);
     expect(warning).toBeUndefined();
     const byName = new Map(aliases.map((alias) => alias.split('=') as [string, string]));
-    expect([...byName.keys()].sort()).toEqual(['debug', 'ioredis']);
+    expect([...byName.keys()].sort()).toEqual(['@ioredis/commands', 'debug', 'ioredis']);
 
     const lean = require(`${repoRoot}/${byName.get('ioredis')}`) as typeof import('ioredis');
     expect(join(repoRoot, byName.get('ioredis') ?? '')).toBe(bundlingAliases(repoRoot).leanCopy);
@@ -404,12 +406,51 @@ describe('lean ioredis for bundles', () => {
     expect(debug('ioredis:redis').enabled).toBe(false);
   });
 
-  it('falls back to the installed ioredis, with a warning, when the copy cannot be written', () => {
+  it('falls back to the installed packages, with a warning, when the copies cannot be written', () => {
     const { aliases, warning, leanCopy } = computeAliases(repoRoot, '/dev/null/chat-proxy');
     expect(leanCopy).toBeUndefined();
 
     expect(aliases.map((alias) => alias.split('=')[0])).toEqual(['debug']);
     expect(warning).toMatch(/Could not write the lean copy of ioredis under \/dev\/null\/chat-proxy/);
+    expect(warning).toMatch(
+      /Could not write the lean copy of @ioredis\/commands under \/dev\/null\/chat-proxy/,
+    );
+  });
+
+  it("reads @ioredis/commands' table with JSON.parse, and answers every question about it as the installed one", () => {
+    const { aliases } = bundlingAliases(repoRoot);
+    const folder = aliases.find((alias) => alias.startsWith('@ioredis/commands='))?.split('=')[1];
+    expect(folder).toBeDefined();
+    type Commands = typeof import('@ioredis/commands');
+    const lean = require(join(repoRoot, folder as string)) as Commands;
+    const installed = require('@ioredis/commands') as Commands;
+    expect(lean).not.toBe(installed);
+    expect(readFileSync(join(repoRoot, folder as string, 'built', 'index.js'), 'utf8')).not.toContain(
+      COMMANDS_REQUIRE,
+    );
+
+    expect(lean.list).toEqual(installed.list);
+    expect(lean.list.length).toBeGreaterThan(200);
+    const flags = ['readonly', 'write', 'noscript', 'pubsub', 'movablekeys', 'loading', 'fast', 'blocking'];
+    for (const name of lean.list) {
+      expect(lean.exists(name), name).toBe(true);
+      for (const flag of flags)
+        expect(lean.hasFlag(name, flag), `${name} ${flag}`).toBe(installed.hasFlag(name, flag));
+    }
+    expect(lean.exists('GET', { caseInsensitive: true })).toBe(true);
+    expect(lean.exists('no-such-command')).toBe(false);
+    // Key positions, fixed and movable (EVAL's KEYS, a sorted set union's, MIGRATE's).
+    for (const args of [
+      ['get', ['k']],
+      ['mset', ['a', '1', 'b', '2']],
+      ['evalsha', ['sha', 2, 'k1', 'k2', 'arg']],
+      ['zunionstore', ['dest', 2, 'a', 'b', 'WEIGHTS', 1, 2]],
+      ['migrate', ['host', 6379, '', 0, 5000, 'KEYS', 'a', 'b']],
+      ['xread', ['COUNT', 2, 'STREAMS', 's1', 's2', '0', '0']],
+    ] as const) {
+      const [name, argv] = args;
+      expect(lean.getKeyIndexes(name, [...argv]), name).toEqual(installed.getKeyIndexes(name, [...argv]));
+    }
   });
 
   it('makes the copy once, named after the installed files and the patch, and leaves nothing half-made', () => {
@@ -418,17 +459,19 @@ describe('lean ioredis for bundles', () => {
     const cacheDir = mkdtempSync(join(cacheRoot, 'lean-ioredis-test-'));
     try {
       const first = computeAliases(repoRoot, cacheDir);
-      const [copy] = readdirSync(cacheDir);
-      const marker = join(cacheDir, copy ?? '', '.chat-proxy-lean');
-      const madeAt = statSync(marker).mtimeMs;
+      const copies = readdirSync(cacheDir).sort();
+      const markers = copies.map((copy) => join(cacheDir, copy, '.chat-proxy-lean'));
+      const madeAt = markers.map((marker) => statSync(marker).mtimeMs);
       const second = computeAliases(repoRoot, cacheDir);
 
       expect(first.warning).toBeUndefined();
       expect(second).toEqual(first);
-      // One finished copy, no leftover folder from the build beside it, untouched the second time.
-      expect(readdirSync(cacheDir)).toEqual([copy]);
-      expect(copy).toMatch(/^ioredis-\d+\.\d+\.\d+-[0-9a-f]{12}$/);
-      expect(statSync(marker).mtimeMs).toBe(madeAt);
+      // One finished copy of each, no leftover folder from a build beside them, untouched the second time.
+      expect(readdirSync(cacheDir).sort()).toEqual(copies);
+      expect(copies).toHaveLength(2);
+      expect(copies[0]).toMatch(/^@ioredis\+commands-\d+\.\d+\.\d+-[0-9a-f]{12}$/);
+      expect(copies[1]).toMatch(/^ioredis-\d+\.\d+\.\d+-[0-9a-f]{12}$/);
+      expect(markers.map((marker) => statSync(marker).mtimeMs)).toEqual(madeAt);
     } finally {
       rmSync(cacheDir, { recursive: true, force: true });
     }
