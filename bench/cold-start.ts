@@ -338,8 +338,10 @@ function asTaskFolder(dir: string): void {
 }
 
 function packageOf(input: string): string {
-  // The lean copy of ioredis and the `debug` stub the stack aliases in (lean-ioredis.ts).
-  if (input.includes('node_modules/.cache/chat-proxy/ioredis-')) return 'ioredis';
+  // The lean copies (of ioredis and @ioredis/commands) and the `debug` stub the stack aliases in
+  // (lean-ioredis.ts): node_modules/.cache/chat-proxy/<name, / as +>-<version>-<hash>/.
+  const lean = /node_modules\/\.cache\/chat-proxy\/([^/]+)-\d+\.\d+\.\d+[^/]*\//.exec(input);
+  if (lean?.[1] !== undefined) return lean[1].replace('+', '/');
   if (input === 'infra/bundling/no-debug.cjs') return 'debug (stub)';
   const index = input.lastIndexOf('node_modules/');
   if (index === -1) return input.startsWith('functions/') ? 'functions/ (own code)' : input;

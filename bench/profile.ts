@@ -64,8 +64,9 @@ function originOf(url: string, functionName: string): string {
   const modules = url.lastIndexOf('node_modules/');
   if (modules !== -1) {
     const parts = url.slice(modules + 'node_modules/'.length).split('/');
-    // The lean ioredis (node_modules/.cache/chat-proxy/ioredis-<version>-<hash>) counts as ioredis.
-    if (parts[0] === '.cache' && parts[1] === 'chat-proxy') return (parts[2] ?? url).replace(/-\d.*$/, '');
+    // A lean copy (node_modules/.cache/chat-proxy/<name, / as +>-<version>-<hash>) counts as its package.
+    if (parts[0] === '.cache' && parts[1] === 'chat-proxy')
+      return (parts[2] ?? url).replace(/-\d.*$/, '').replace('+', '/');
     return parts[0]?.startsWith('@') ? `${parts[0]}/${parts[1]}` : (parts[0] ?? url);
   }
   if (url.startsWith('node:')) return url;
