@@ -77,7 +77,11 @@ async function within<T>(record: RequestRecord, run: () => Promise<T>): Promise<
   }
 }
 
-/** Adds facts to the running request's record (a no-op outside a request). */
+/**
+ * Adds facts to the running request's record (a no-op outside a request). Work that may end after
+ * its request (not awaited by it) must use `annotator()` instead: in Lambda's default mode the
+ * record found here by then is the next request's.
+ */
 export function annotate(fields: Partial<RequestRecord>): void {
   const record = currentRecord();
   if (record) Object.assign(record, fields);

@@ -263,6 +263,8 @@ export function leanDecoder(source: string): string | undefined {
   const instances = '_Decoder_instances = new WeakSet(), ';
   const declarations = `${fields.map((field) => `${field} = new WeakMap(), `).join('')}${instances}`;
   if (fields.length === 0 || !source.includes(declarations)) return undefined;
+  // A field read called directly would be called on the decoder once it reads `this.F`.
+  if (/, "f"\)\(/.test(source)) return undefined;
   let text = source
     .replace(declarations, '')
     .replace('        _Decoder_instances.add(this);\n', '')

@@ -68,6 +68,15 @@ describe('lean ioredis for bundles', () => {
     expect(body).not.toMatch(/__classPrivateField|WeakMap|WeakSet/);
     expect(body).toContain('this._Decoder_cursor = 0;');
     expect(leanDecoder('something else')).toBeUndefined();
+    // A field read called directly (it would be called on the decoder as `this.F(...)`).
+    expect(
+      leanDecoder(
+        decoder.replace(
+          '__classPrivateFieldGet(this, _Decoder_next, "f").call(this, chunk)',
+          '__classPrivateFieldGet(this, _Decoder_next, "f")(chunk)',
+        ),
+      ),
+    ).toBeUndefined();
     // A form it does not know (a private field of another object) leaves the decoder as it is.
     expect(
       leanDecoder(
