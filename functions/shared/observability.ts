@@ -79,8 +79,8 @@ async function within<T>(record: RequestRecord, run: () => Promise<T>): Promise<
 
 /**
  * Adds facts to the running request's record (a no-op outside a request). Work that may end after
- * its request (not awaited by it) must use `annotator()` instead: in Lambda's default mode the
- * record found here by then is the next request's.
+ * its request (not awaited by it) must bind the record when it starts, as `timeUpstream` does: in
+ * Lambda's default mode the record found here by then is the next request's.
  */
 export function annotate(fields: Partial<RequestRecord>): void {
   const record = currentRecord();
@@ -88,12 +88,16 @@ export function annotate(fields: Partial<RequestRecord>): void {
 }
 
 /**
- * `annotate` bound to the running request, for work that may end after the request did (an
- * upstream exchange let go late): its facts go to its own request's record, or nowhere.
+ * Starts timing an upstream call of the running request. The function it answers records the
+ * call's latency in that request's record, however late the exchange ends (let go after the
+ * request's answer), or nowhere outside a request.
  */
-export function annotator(): (fields: Partial<RequestRecord>) => void {
+export function timeUpstream(): () => void {
   const record = currentRecord();
-  return record ? (fields) => Object.assign(record, fields) : () => undefined;
+  const started = performance.now();
+  return () => {
+    if (record) record.upstream_latency_ms = Math.round(performance.now() - started);
+  };
 }
 
 /** Records message content, only when LOG_CONTENT=true. */

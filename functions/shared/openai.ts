@@ -7,7 +7,7 @@ import {
   UpstreamRejectedError,
   UpstreamTimeoutError,
 } from './errors';
-import { annotator } from './observability';
+import { timeUpstream } from './observability';
 import {
   Exchange,
   errorMessageOf,
@@ -284,8 +284,7 @@ function invalidResponse(message: string, cause?: unknown): UpstreamError {
 
 /** A buffered call: `POST path` and OpenAI's JSON answer, all within OPENAI_TIMEOUT_MS. */
 async function post(path: string, body: Buffer): Promise<unknown> {
-  const started = performance.now();
-  const annotate = annotator();
+  const recordLatency = timeUpstream();
   const exchange = new Exchange(endpoint, path, body, openAiConfig.timeoutMs);
   let text: string;
   try {
@@ -294,7 +293,7 @@ async function post(path: string, body: Buffer): Promise<unknown> {
     throw failure(error, exchange);
   } finally {
     exchange.finish();
-    annotate({ upstream_latency_ms: Math.round(performance.now() - started) });
+    recordLatency();
   }
   try {
     return JSON.parse(text);
@@ -366,8 +365,7 @@ export async function streamCompletion(
   model: ModelOptions = {},
 ): Promise<ReplyStream> {
   signal.throwIfAborted();
-  const started = performance.now();
-  const annotate = annotator();
+  const recordLatency = timeUpstream();
   const body = completionBody(messages, model, true);
   const exchange = new Exchange(endpoint, '/chat/completions', body, openAiConfig.timeoutMs, signal);
   let response: IncomingMessage;
@@ -375,12 +373,12 @@ export async function streamCompletion(
     response = await open(exchange, true);
   } catch (error) {
     exchange.finish();
-    annotate({ upstream_latency_ms: Math.round(performance.now() - started) });
+    recordLatency();
     throw signal.aborted ? signal.reason : failure(error, exchange);
   }
   exchange.progressed();
   response.setEncoding('utf8');
-  return new Reply(exchange, response, signal, started, annotate);
+  return new Reply(exchange, response, signal, recordLatency);
 }
 
 /**
@@ -399,9 +397,8 @@ class Reply implements ReplyStream {
     private readonly exchange: Exchange,
     private readonly response: IncomingMessage,
     signal: AbortSignal,
-    private readonly started: number,
-    /** The request's record, which the exchange's latency goes to however late it ends. */
-    private readonly annotate: ReturnType<typeof annotator>,
+    /** Records the exchange's latency in its request's record, however late it ends. */
+    private readonly recordLatency: () => void,
   ) {
     this.events = replyEvents(this, exchange, response, signal);
   }
@@ -440,7 +437,7 @@ class Reply implements ReplyStream {
     this.ended = true;
     if (read || this.response.complete) this.exchange.release(this.response);
     else this.exchange.cancel();
-    this.annotate({ upstream_latency_ms: Math.round(performance.now() - this.started) });
+    this.recordLatency();
   }
 }
 
