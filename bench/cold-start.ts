@@ -4,7 +4,7 @@ import { isBuiltin } from 'node:module';
 import { join, relative } from 'node:path';
 import { type BuildOptions, build, type Metafile } from 'esbuild';
 import { type RouteDefinition, routes } from '../functions/routes';
-import { bundlingAliases } from '../infra/bundling/lean-ioredis';
+import { bundlingAliases, leanCopyPackage } from '../infra/bundling/lean-ioredis';
 import { commonJsFolder, stackBundling } from './bundles';
 import { checkInterrupted, onCleanup, tempDir } from './lifecycle';
 import { repoRoot } from './paths';
@@ -338,10 +338,9 @@ function asTaskFolder(dir: string): void {
 }
 
 function packageOf(input: string): string {
-  // The lean copies (of ioredis and @ioredis/commands) and the `debug` stub the stack aliases in
-  // (lean-ioredis.ts): node_modules/.cache/chat-proxy/<name, / as +>-<version>-<hash>/.
-  const lean = /node_modules\/\.cache\/chat-proxy\/([^/]+)-\d+\.\d+\.\d+[^/]*\//.exec(input);
-  if (lean?.[1] !== undefined) return lean[1].replace('+', '/');
+  // The lean copies and the `debug` stub the stack aliases in (lean-ioredis.ts).
+  const lean = leanCopyPackage(input);
+  if (lean !== undefined) return lean;
   if (input === 'infra/bundling/no-debug.cjs') return 'debug (stub)';
   const index = input.lastIndexOf('node_modules/');
   if (index === -1) return input.startsWith('functions/') ? 'functions/ (own code)' : input;

@@ -1,4 +1,5 @@
 import { Session } from 'node:inspector/promises';
+import { leanCopyPackage } from '../infra/bundling/lean-ioredis';
 
 /**
  * A CPU profile of some work in this process (the V8 sampling profiler, as `node --cpu-prof`
@@ -61,12 +62,12 @@ function originOf(url: string, functionName: string): string {
       return functionName;
     return '(native)';
   }
+  // A lean copy (infra/bundling/lean-ioredis.ts) counts as its package.
+  const lean = leanCopyPackage(url);
+  if (lean !== undefined) return lean;
   const modules = url.lastIndexOf('node_modules/');
   if (modules !== -1) {
     const parts = url.slice(modules + 'node_modules/'.length).split('/');
-    // A lean copy (node_modules/.cache/chat-proxy/<name, / as +>-<version>-<hash>) counts as its package.
-    if (parts[0] === '.cache' && parts[1] === 'chat-proxy')
-      return (parts[2] ?? url).replace(/-\d.*$/, '').replace('+', '/');
     return parts[0]?.startsWith('@') ? `${parts[0]}/${parts[1]}` : (parts[0] ?? url);
   }
   if (url.startsWith('node:')) return url;

@@ -363,11 +363,32 @@ const COMMANDS_PATCHES: readonly Patch[] = [
   },
 ];
 
-/** The packages with a lean copy, and the files each changes. */
-const LEAN_PACKAGES: readonly { name: string; patches: readonly Patch[] }[] = [
-  { name: 'ioredis', patches: IOREDIS_PATCHES },
-  { name: '@ioredis/commands', patches: COMMANDS_PATCHES },
+/** The packages with a lean copy, the files each changes, and what bundling it as installed costs. */
+const LEAN_PACKAGES: readonly { name: string; patches: readonly Patch[]; stockCost: string }[] = [
+  {
+    name: 'ioredis',
+    patches: IOREDIS_PATCHES,
+    stockCost:
+      'about 10 ms more cold start per Redis function, settled replies kept through young-generation ' +
+      'collections, and slower reply decoding',
+  },
+  {
+    name: '@ioredis/commands',
+    patches: COMMANDS_PATCHES,
+    stockCost: 'about 3 ms more cold start per Redis function on a slow host',
+  },
 ];
+
+/** A lean copy's folder name: the package's name (`/` as `+`), its version and a fingerprint. */
+function copyFolder(name: string, version: string, fingerprint: string): string {
+  return `${name.replace('/', '+')}-${version}-${fingerprint}`;
+}
+
+/** The package a file of a lean copy (`…/node_modules/.cache/chat-proxy/<copy>/…`) belongs to. */
+export function leanCopyPackage(path: string): string | undefined {
+  const copy = /node_modules\/\.cache\/chat-proxy\/(.+?)-\d+\.\d+\.\d+[^/]*-[0-9a-f]{12}\//.exec(path);
+  return copy?.[1]?.replace('+', '/');
+}
 /** Written last into a finished copy. */
 const MARKER = '.chat-proxy-lean';
 
@@ -391,15 +412,13 @@ export function computeAliases(
   const aliases = ['debug=./infra/bundling/no-debug.cjs'];
   const warnings: string[] = [];
   let leanCopy: string | undefined;
-  for (const { name, patches } of LEAN_PACKAGES) {
+  for (const { name, patches, stockCost } of LEAN_PACKAGES) {
     const made = leanCopyOf(projectRoot, cacheDir, name, patches);
     if (typeof made === 'string') {
       aliases.push(`${name}=./${relative(projectRoot, made)}`);
       if (name === 'ioredis') leanCopy = made;
     } else {
-      warnings.push(
-        `${made.reason}; bundling the installed ${name} as it is (${STOCK_COST[name] ?? 'slower'}).`,
-      );
+      warnings.push(`${made.reason}; bundling the installed ${name} as it is (${stockCost}).`);
     }
   }
   return {
@@ -408,14 +427,6 @@ export function computeAliases(
     ...(warnings.length ? { warning: warnings.join(' ') } : {}),
   };
 }
-
-/** What bundling a package as it is costs. */
-const STOCK_COST: Readonly<Record<string, string>> = {
-  ioredis:
-    'about 10 ms more cold start per Redis function, settled replies kept through young-generation ' +
-    'collections, and slower reply decoding',
-  '@ioredis/commands': 'about 3 ms more cold start per Redis function on a slow host',
-};
 
 /** The folder of `name`'s lean copy under `cacheDir`, made if missing, or why it could not be. */
 function leanCopyOf(
@@ -444,7 +455,7 @@ function leanCopyOf(
   try {
     // The package itself, should its node_modules folder be a link (npm link, pnpm).
     const source = realpathSync(installed);
-    const target = join(cacheDir, `${name.replace('/', '+')}-${version}-${fingerprint(source, patched)}`);
+    const target = join(cacheDir, copyFolder(name, version, fingerprint(source, patched)));
     if (!existsSync(join(target, MARKER))) {
       // Built beside the target and renamed into place in one step, so that concurrent synths
       // (test workers) never bundle a half-written copy; the marker is the last file written.

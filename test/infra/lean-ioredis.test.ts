@@ -10,6 +10,7 @@ import {
   INIT_PROMISE,
   leanCommand,
   leanCommander,
+  leanCopyPackage,
   leanDataHandler,
   leanDecoder,
   leanScript,
@@ -384,6 +385,11 @@ describe('lean ioredis for bundles', () => {
 
     const lean = require(`${repoRoot}/${byName.get('ioredis')}`) as typeof import('ioredis');
     expect(join(repoRoot, byName.get('ioredis') ?? '')).toBe(bundlingAliases(repoRoot).leanCopy);
+    // A file of a copy is told back to its package (the bench's breakdowns and profiles).
+    for (const name of ['ioredis', '@ioredis/commands']) {
+      expect(leanCopyPackage(join(repoRoot, byName.get(name) ?? '', 'built', 'index.js'))).toBe(name);
+    }
+    expect(leanCopyPackage(require.resolve('ioredis'))).toBeUndefined();
     const installed = require('ioredis') as typeof import('ioredis');
     expect(lean.Redis).not.toBe(installed.Redis);
     const client = new lean.Redis({ lazyConnect: true });
