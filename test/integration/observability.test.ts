@@ -58,20 +58,27 @@ beforeEach(() => {
 });
 afterEach(() => vi.restoreAllMocks());
 
-/** A fresh post-chat handler that read its configuration with `name` set to `value` (and `more`). */
-async function postChatWith(name: string, value: string, more: Record<string, string> = {}): Promise<Invoke> {
+/** A fresh post-chat handler that read its configuration with `name` set to `value`. */
+async function postChatWith(name: string, value: string): Promise<Invoke> {
   vi.resetModules();
-  const set = { ...more, [name]: value };
-  Object.assign(process.env, set);
+  process.env[name] = value;
   try {
     return await loadHandler('post-chat');
   } finally {
-    for (const key of Object.keys(set)) delete process.env[key];
+    delete process.env[name];
   }
 }
 
-const turn = (invoke: Invoke, json: Record<string, unknown>, headers: Record<string, string> = {}) =>
-  invoke(apiEvent({ method: 'POST', resource: '/{chat_id}/chat', chatId, apiKeyId: tenant, json, headers }));
+/** A turn on the test's chat, or on `chat`. */
+const turn = (
+  invoke: Invoke,
+  json: Record<string, unknown>,
+  headers: Record<string, string> = {},
+  chat = chatId,
+) =>
+  invoke(
+    apiEvent({ method: 'POST', resource: '/{chat_id}/chat', chatId: chat, apiKeyId: tenant, json, headers }),
+  );
 
 describe('request logs', () => {
   it('log one JSON line per request with route, tenant, chat, status, latencies and tokens', async () => {
@@ -231,30 +238,12 @@ describe('the request scope', () => {
         turn(lambda, { content: 'first' }),
         (async () => {
           await upstreamReached();
-          await lambda(
-            apiEvent({
-              method: 'POST',
-              resource: '/{chat_id}/chat',
-              chatId: second,
-              apiKeyId: tenant,
-              json: { content: 'second' },
-            }),
-          );
+          await turn(lambda, { content: 'second' }, {}, second);
         })(),
       ]),
     );
     fake.reset();
-    const later = await captured(() =>
-      lambda(
-        apiEvent({
-          method: 'POST',
-          resource: '/{chat_id}/chat',
-          chatId: third,
-          apiKeyId: tenant,
-          json: { content: 'third' },
-        }),
-      ),
-    );
+    const later = await captured(() => turn(lambda, { content: 'third' }, {}, third));
 
     expect(lines.filter((line) => line.level === 'WARN')).toHaveLength(1);
     expect(lines.filter((line) => line.message === 'request')).toHaveLength(2);
