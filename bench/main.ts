@@ -22,6 +22,7 @@ import { repoRoot } from './paths';
 import { redisServerPid } from './procs';
 import { type BenchResults, type ConsoleWrites, machineInfo, renderReport } from './report';
 import { median } from './stats';
+import { measureWakeUp } from './wake-up';
 
 /**
  * `npm run bench`: see issue 7's "Deliver" section and bench/RESULTS.md. Everything runs in this
@@ -39,6 +40,7 @@ interface Sizes {
   readonly importRuns: number;
   readonly packageRuns: number;
   readonly diagnosticTurns: number;
+  readonly wakeUpPings: number;
 }
 
 const FULL: Sizes = {
@@ -51,6 +53,7 @@ const FULL: Sizes = {
   importRuns: 7,
   packageRuns: 5,
   diagnosticTurns: 500,
+  wakeUpPings: 2000,
 };
 
 const QUICK: Sizes = {
@@ -63,6 +66,7 @@ const QUICK: Sizes = {
   importRuns: 3,
   packageRuns: 2,
   diagnosticTurns: 100,
+  wakeUpPings: 500,
 };
 
 /** Variables the functions read; cleared so the caller's shell cannot change what is measured. */
@@ -299,12 +303,14 @@ async function main(): Promise<void> {
     const profileA = await profile(sizes.diagnosticTurns, turnA);
     gc();
     const profileB = await profile(sizes.diagnosticTurns, callB);
+    const wakeUp = await measureWakeUp(redis.port, sizes.wakeUpPings);
     return {
       redisWait: { waitMedianMs: median(waits), turnMedianMs: median(turns), batches },
       writes,
       busy,
       profileA,
       profileB,
+      wakeUp,
     };
   });
 
@@ -381,6 +387,7 @@ async function main(): Promise<void> {
     leanIoredis,
     profileA: diagnostics.profileA,
     profileB: diagnostics.profileB,
+    wakeUp: diagnostics.wakeUp,
     memory,
     throughput,
     coldStart,

@@ -10,6 +10,7 @@ import type { MemoryResult } from './memory';
 import { repoRoot } from './paths';
 import { type ProfileSummary, profileDifference } from './profile';
 import type { RoundTripResult } from './round-trips';
+import type { WakeUpResult } from './wake-up';
 
 export interface MachineInfo {
   readonly cpu: string;
@@ -50,6 +51,20 @@ function busyLines(busy: BusyResult | undefined): string[] {
   ];
 }
 
+/** The host's price of waking an idle redis-server, which a turn pays on both its round trips. */
+function wakeUpLine(wakeUp: WakeUpResult): string {
+  const { backToBack, afterBusy } = wakeUp;
+  const us = (value: number) => value.toFixed(1);
+  return (
+    `- Waking Redis: a bare \`PING\` on a connection of its own (medians of ${wakeUp.pings}) takes ${us(backToBack.roundTripUs)} µs ` +
+    `sent back to back (its \`write()\` ${us(backToBack.writeUs)} µs) and ${us(afterBusy.roundTripUs)} µs (\`write()\` ` +
+    `${us(afterBusy.writeUs)} µs) when this process has first kept its core busy for ${wakeUp.busyMs} ms, as a turn does ` +
+    'between its round trips while redis-server waits: the difference is what this host charges for waking an idle ' +
+    "core, through the write that wakes redis-server and the reply's wake-up of this one, and a turn pays it on both " +
+    'of its round trips.'
+  );
+}
+
 export interface BenchResults {
   readonly machine: MachineInfo;
   readonly command: string;
@@ -71,6 +86,8 @@ export interface BenchResults {
   /** CPU profiles of handler turns (A) and of direct calls (B), on the 100-message chat. */
   readonly profileA: ProfileSummary;
   readonly profileB: ProfileSummary;
+  /** A bare PING's round trip back to back and after this process kept its core busy. */
+  readonly wakeUp: WakeUpResult;
   readonly memory: MemoryResult;
   readonly throughput: ThroughputResult[];
   readonly coldStart: ColdStartResult;
@@ -657,6 +674,7 @@ export function renderReport(results: BenchResults): string {
     `- Console: a buffered turn writes ${results.writes.perTurn.stdout} time(s) to stdout and ${results.writes.perTurn.stderr} ` +
       `time(s) to stderr with logs and metrics off${results.writes.samples.length > 0 ? `, e.g. ${results.writes.samples.map((sample) => `\`${sample}\``).join('; ')}` : ''}.`,
     ...busyLines(results.busy),
+    wakeUpLine(results.wakeUp),
     `- CPU: V8 sampling profiles (100 µs) of ${results.profileA.iterations} A turns and of ${results.profileB.iterations} B calls ` +
       `(the diagnostics' chat), self time per turn: A ${ms(results.profileA.totalMs / results.profileA.iterations)} ms, ` +
       `B ${ms(results.profileB.totalMs / results.profileB.iterations)} ms of CPU. The stand-in runs in this process in both, so ` +
