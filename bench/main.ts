@@ -1,5 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { leanIoredis } from '../local/lean-ioredis';
 import { spawnRedisServer } from '../test/support/redis-server';
 import { type AbSamples, summarize } from './ab';
 import { loadDeployedTurn } from './bundles';
@@ -15,7 +16,6 @@ import {
   startUpstreamProcess,
   USER_MESSAGE,
 } from './fixture';
-import { leanIoredis } from './lean-ioredis-hook';
 import { cleanUp, Interrupted, installSignalHandlers, onCleanup, tempDir } from './lifecycle';
 import { LoadTracker } from './load';
 import { repoRoot } from './paths';

@@ -81,7 +81,7 @@ export interface BenchResults {
   readonly writes: ConsoleWrites;
   /** Main-thread CPU and waiting per A turn and B call, and Redis's own time per turn. */
   readonly busy: BusyResult | undefined;
-  /** Whether the source ran the bundles' lean ioredis (bench/lean-ioredis-hook.ts). */
+  /** Whether the source ran the bundles' lean ioredis (local/lean-ioredis.ts). */
   readonly leanIoredis: boolean;
   /** CPU profiles of handler turns (A) and of direct calls (B), on the 100-message chat. */
   readonly profileA: ProfileSummary;
@@ -665,7 +665,7 @@ export function renderReport(results: BenchResults): string {
       'the bundles do not have (its `__name` helper on every function it names as it is made). ' +
       (results.leanIoredis
         ? "The source runs the bundles' lean copy of ioredis (infra/bundling/lean-ioredis.ts; " +
-          'bench/lean-ioredis-hook.ts resolves `ioredis` to it in this process), as the deployed functions do.'
+          'local/lean-ioredis.ts resolves `ioredis` to it in this process and in the dev server), as the deployed functions do.'
         : 'The source runs the installed ioredis: the lean copy could not be made (see the warning the bench printed).'),
     '',
     `- Redis: a buffered turn on the diagnostics' chat waits ${ms(results.redisWait.waitMedianMs)} ms (median of 200) on its ` +

@@ -2,7 +2,7 @@
  * `npm run bench` (package.json: `tsx bench/run.ts`). The memory measurement needs `global.gc`, so
  * without `--expose-gc` this re-runs itself as `node --expose-gc --import tsx bench/run.ts`,
  * passing the arguments on and waiting for it; that run makes `ioredis` the bundles' lean copy
- * (bench/lean-ioredis-hook.ts) and starts bench/main.ts. Options: `--quick` (small samples, RESULTS.md left
+ * (local/lean-ioredis.ts) and starts bench/main.ts. Options: `--quick` (small samples, RESULTS.md left
  * alone), `--no-synth` (measure the existing cdk.out).
  *
  * The bench's stderr passes through here so that a line repeated verbatim (a handler writing the
@@ -17,7 +17,7 @@ const SHOWN = 3;
 
 if (typeof (globalThis as { gc?: unknown }).gc === 'function') {
   // The lean ioredis first, so that every import of `ioredis` after it gets the copy.
-  await import('./lean-ioredis-hook');
+  await import('../local/lean-ioredis');
   await import('./main');
 } else {
   const run = fileURLToPath(import.meta.url);

@@ -1,7 +1,8 @@
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import {
   bundlingAliases,
@@ -419,6 +420,37 @@ describe('lean ioredis for bundles', () => {
       enabled: boolean;
     };
     expect(debug('ioredis:redis').enabled).toBe(false);
+  });
+
+  it('makes ioredis the lean copy under npm run dev, whose imports go through the same hook', () => {
+    // The Node flags of package.json's dev script (tsx runs node with them), used as written.
+    const { scripts } = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as {
+      scripts: Record<string, string>;
+    };
+    const dev = scripts.dev?.split(' ') ?? [];
+    expect(dev[0]).toBe('tsx');
+    expect(dev.at(-1)).toBe('local/dev.ts');
+    const flags = dev.slice(1, -1);
+    const resolved = (nodeFlags: string[]) =>
+      execFileSync(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          ...nodeFlags,
+          '--input-type=module',
+          '-e',
+          "const { Redis } = await import('ioredis'); console.log(typeof Redis, import.meta.resolve('ioredis'))",
+        ],
+        { cwd: repoRoot, encoding: 'utf8' },
+      ).trim();
+
+    const { leanCopy } = bundlingAliases(repoRoot);
+    expect(resolved(flags)).toBe(
+      `function ${pathToFileURL(join(leanCopy as string, 'built', 'index.js')).href}`,
+    );
+    // Without them, the installed one: the flags are what makes the difference.
+    expect(resolved([])).toBe(`function ${pathToFileURL(require.resolve('ioredis')).href}`);
   });
 
   it('falls back to the installed packages, with a warning, when the copies cannot be written', () => {

@@ -19,7 +19,8 @@ export interface DevServerOptions {
   /** The only variables it gets besides PATH and HOME (and PORT, chosen here). */
   readonly env?: Record<string, string>;
   /**
-   * `node`: `node --import tsx local/dev.ts`, stopped with SIGTERM to its pid.
+   * `node`: `node --import tsx --import ./local/lean-ioredis.ts local/dev.ts` (what `npm run dev`
+   * runs), stopped with SIGTERM to its pid.
    * `npm`: `npm run dev` in its own process group, stopped with SIGINT to that group, as Ctrl-C in
    * a terminal would.
    * @default 'node'
@@ -57,7 +58,7 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
           detached: true,
           stdio: ['ignore', 'pipe', 'pipe'],
         })
-      : spawn(process.execPath, ['--import', 'tsx', 'local/dev.ts'], {
+      : spawn(process.execPath, ['--import', 'tsx', '--import', './local/lean-ioredis.ts', 'local/dev.ts'], {
           cwd: repoRoot,
           env,
           stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,4 +1,4 @@
-// Resolves the bare specifier `ioredis` to the lean copy (registered by bench/lean-ioredis-hook.ts).
+// Resolves the bare specifier `ioredis` to the lean copy (registered by local/lean-ioredis.ts).
 let target;
 
 export function initialize(data) {
