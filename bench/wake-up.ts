@@ -12,7 +12,7 @@ import { median } from './stats';
 export interface PingTimes {
   /** Median µs of the `write()` call that sends the PING (the system call that wakes redis-server). */
   readonly writeUs: number;
-  /** Median µs from the write to the reply's arrival. */
+  /** Median µs from the write to the whole reply's arrival. */
   readonly roundTripUs: number;
 }
 
@@ -25,6 +25,8 @@ export interface WakeUpResult {
 }
 
 const PING = Buffer.from('PING\r\n');
+const PONG = '+PONG\r\n';
+const REPLY_TIMEOUT_MS = 5000;
 
 /** Keeps this thread on its CPU for `ms`, as a turn's own work does, without yielding. */
 function spin(ms: number): void {
@@ -34,22 +36,56 @@ function spin(ms: number): void {
 
 export async function measureWakeUp(port: number, pings: number, busyMs = 0.5): Promise<WakeUpResult> {
   const socket = connect({ host: '127.0.0.1', port, noDelay: true });
+  // The one pending PING: settled by its whole reply, or failed by the connection.
+  let pending: { resolve: () => void; reject: (error: Error) => void } | undefined;
+  let received = '';
+  let failure: Error | undefined;
+  const fail = (error: Error) => {
+    failure ??= error;
+    pending?.reject(failure);
+    pending = undefined;
+  };
+  socket.on('error', fail);
+  socket.on('close', () => fail(new Error('wake-up: redis-server closed the connection')));
+  socket.on('data', (chunk: Buffer) => {
+    received += chunk.toString('latin1');
+    if (received.length < PONG.length) return;
+    if (received !== PONG)
+      return fail(new Error(`wake-up: unexpected reply to PING: ${JSON.stringify(received)}`));
+    received = '';
+    pending?.resolve();
+    pending = undefined;
+  });
   try {
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
       socket.once('error', reject);
     });
-    let replied: () => void = () => undefined;
-    socket.on('data', () => replied());
+    const ping = (): Promise<void> =>
+      new Promise<void>((resolve, reject) => {
+        if (failure !== undefined) return reject(failure);
+        const timer = setTimeout(
+          () => fail(new Error('wake-up: no reply to PING in time')),
+          REPLY_TIMEOUT_MS,
+        );
+        pending = {
+          resolve: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+          reject: (error) => {
+            clearTimeout(timer);
+            reject(error);
+          },
+        };
+      });
     const run = async (busy: number): Promise<PingTimes> => {
       const writes: number[] = [];
       const roundTrips: number[] = [];
       const warmup = Math.ceil(pings / 10);
       for (let i = 0; i < warmup + pings; i += 1) {
-        const reply = new Promise<void>((resolve) => {
-          replied = resolve;
-        });
         if (busy > 0) spin(busy);
+        const reply = ping();
         const t0 = performance.now();
         socket.write(PING);
         const t1 = performance.now();

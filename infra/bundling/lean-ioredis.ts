@@ -15,8 +15,9 @@ import { join, relative } from 'node:path';
 
 /**
  * Changes to ioredis in every function that talks to Redis, for cold starts, garbage collection and
- * the time a reply takes to decode, applied when bundling only (tests, the dev server and `tsx` use the installed
- * packages as they are):
+ * the time a reply takes to decode, applied when bundling; `npm run dev` and the bench's source runs
+ * resolve `ioredis` itself to the copy too (local/lean-ioredis.ts), and the tests use the installed
+ * packages as they are:
  *
  * - ioredis' `Commander.js` puts ~600 generated command methods (`get`, `getBuffer`, ...) on a
  *   class prototype one by one at import. On Node 20 that costs about 10 ms: V8 copies the class

@@ -423,7 +423,9 @@ describe('lean ioredis for bundles', () => {
   });
 
   it('makes ioredis the lean copy under npm run dev, whose imports go through the same hook', () => {
-    // The Node flags of package.json's dev script (tsx runs node with them), used as written.
+    // The Node flags of package.json's dev script, used as written: tsx runs node with its own loader
+    // first and then these, as here. A static import, as local/dev.ts has, is resolved before the
+    // module runs, so only a hook registered by an earlier --import can see it.
     const { scripts } = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as {
       scripts: Record<string, string>;
     };
@@ -440,12 +442,13 @@ describe('lean ioredis for bundles', () => {
           ...nodeFlags,
           '--input-type=module',
           '-e',
-          "const { Redis } = await import('ioredis'); console.log(typeof Redis, import.meta.resolve('ioredis'))",
+          "import { Redis } from 'ioredis'; console.log(typeof Redis, import.meta.resolve('ioredis'))",
         ],
-        { cwd: repoRoot, encoding: 'utf8' },
+        { cwd: repoRoot, encoding: 'utf8', timeout: 15_000 },
       ).trim();
 
     const { leanCopy } = bundlingAliases(repoRoot);
+    expect(leanCopy).toBeDefined();
     expect(resolved(flags)).toBe(
       `function ${pathToFileURL(join(leanCopy as string, 'built', 'index.js')).href}`,
     );

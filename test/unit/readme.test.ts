@@ -116,11 +116,17 @@ describe('README.md', () => {
     it('shows no npm script whose tsx entry file is missing', () => {
       const { scripts } = JSON.parse(readRepoFile('package.json')) as { scripts: Record<string, string> };
       const shown = [...new Set([...readme.matchAll(/npm run ([\w:-]+)/g)].map((m) => m[1] ?? ''))];
+      // `tsx [--import <file>]... <entry>`: the entry and every file it imports first.
       const entries = shown.flatMap((script) => {
-        const entry = /^tsx (\S+)$/.exec(scripts[script] ?? '')?.[1];
-        return entry === undefined ? [] : [entry];
+        const words = /^tsx( --import \S+)* \S+$/.test(scripts[script] ?? '')
+          ? (scripts[script] ?? '').split(' ')
+          : [];
+        return words.slice(1).filter((word) => word !== '--import');
       });
 
+      expect(entries).toEqual(
+        expect.arrayContaining(['local/dev.ts', './local/lean-ioredis.ts', 'bench/run.ts']),
+      );
       expect(entries.filter((entry) => !existsSync(new URL(`../../${entry}`, import.meta.url)))).toEqual([]);
     });
   });
