@@ -782,7 +782,10 @@ function observations(results: BenchResults): string[] {
     lines.push(
       `Handler overhead p50 on the 100-message chat: ${ms(full.overheadP50)} ms. The turn's two Redis round trips take ` +
         `about ${ms(results.redisWait.waitMedianMs)} ms from the first command sent to the last reply parsed, this ` +
-        'thread\'s own work for them included ("Busy or waiting" in the diagnostics splits CPU from waiting).',
+        'thread\'s own work for them included ("Busy or waiting" in the diagnostics splits CPU from waiting); ' +
+        `a bare \`PING\` takes ${results.wakeUp.afterBusy.roundTripUs.toFixed(0)} µs on this host when redis-server has ` +
+        `been idle for ${results.wakeUp.busyMs} ms, as between a turn's round trips, against ` +
+        `${results.wakeUp.backToBack.roundTripUs.toFixed(0)} µs back to back ("Waking Redis").`,
     );
   }
   if (full && long) {
