@@ -19,6 +19,7 @@ import {
   PROTOTYPE_LOOP,
   SCRIPT_REJECT_WRAPPER,
 } from '../../infra/bundling/lean-ioredis';
+import { devScript } from '../support/dev-server';
 import { spawnRedisServer } from '../support/redis-server';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
@@ -426,13 +427,9 @@ describe('lean ioredis for bundles', () => {
     // The Node flags of package.json's dev script, used as written: tsx runs node with its own loader
     // first and then these, as here. A static import, as local/dev.ts has, is resolved before the
     // module runs, so only a hook registered by an earlier --import can see it.
-    const { scripts } = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as {
-      scripts: Record<string, string>;
-    };
-    const dev = scripts.dev?.split(' ') ?? [];
-    expect(dev[0]).toBe('tsx');
-    expect(dev.at(-1)).toBe('local/dev.ts');
-    const flags = dev.slice(1, -1);
+    const { command, flags, entry } = devScript();
+    expect(command).toBe('tsx');
+    expect(entry).toBe('local/dev.ts');
     const resolved = (nodeFlags: string[]) =>
       execFileSync(
         process.execPath,

@@ -1,9 +1,23 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from './redis-server';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+
+/**
+ * package.json's dev script, `tsx <node flags>... <entry>`, taken apart: what `npm run dev` runs,
+ * so a test can run the same without npm.
+ */
+export function devScript(): { command: string; flags: string[]; entry: string } {
+  const { scripts } = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as {
+    scripts: Record<string, string>;
+  };
+  const words = scripts.dev?.split(' ') ?? [];
+  return { command: words[0] ?? '', flags: words.slice(1, -1), entry: words.at(-1) ?? '' };
+}
 
 export interface DevServer {
   readonly url: string;
@@ -19,8 +33,8 @@ export interface DevServerOptions {
   /** The only variables it gets besides PATH and HOME (and PORT, chosen here). */
   readonly env?: Record<string, string>;
   /**
-   * `node`: `node --import tsx --import ./local/lean-ioredis.ts local/dev.ts` (what `npm run dev`
-   * runs), stopped with SIGTERM to its pid.
+   * `node`: `node --import tsx`, then the dev script's own flags and entry (what `npm run dev`
+   * runs, see `devScript`), stopped with SIGTERM to its pid.
    * `npm`: `npm run dev` in its own process group, stopped with SIGINT to that group, as Ctrl-C in
    * a terminal would.
    * @default 'node'
@@ -50,6 +64,8 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
     ...options.env,
     PORT: String(port),
   };
+  const dev = devScript();
+  if (dev.command !== 'tsx') throw new Error(`package.json's dev script no longer runs tsx: ${dev.command}`);
   const child: ChildProcess =
     how === 'npm'
       ? spawn('npm', ['run', 'dev'], {
@@ -58,7 +74,7 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
           detached: true,
           stdio: ['ignore', 'pipe', 'pipe'],
         })
-      : spawn(process.execPath, ['--import', 'tsx', '--import', './local/lean-ioredis.ts', 'local/dev.ts'], {
+      : spawn(process.execPath, ['--import', 'tsx', ...dev.flags, dev.entry], {
           cwd: repoRoot,
           env,
           stdio: ['ignore', 'pipe', 'pipe'],

@@ -118,10 +118,12 @@ describe('README.md', () => {
       const shown = [...new Set([...readme.matchAll(/npm run ([\w:-]+)/g)].map((m) => m[1] ?? ''))];
       // `tsx [--import <file>]... <entry>`: the entry and every file it imports first.
       const entries = shown.flatMap((script) => {
-        const words = /^tsx( --import \S+)* \S+$/.test(scripts[script] ?? '')
-          ? (scripts[script] ?? '').split(' ')
-          : [];
-        return words.slice(1).filter((word) => word !== '--import');
+        const command = scripts[script] ?? '';
+        if (!/^tsx( --import \S+)* \S+$/.test(command)) return [];
+        return command
+          .split(' ')
+          .slice(1)
+          .filter((word) => word !== '--import');
       });
 
       expect(entries).toEqual(
