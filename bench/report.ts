@@ -20,6 +20,12 @@ export interface MachineInfo {
   readonly redis: string;
   readonly date: string;
   readonly commit: string;
+  /**
+   * How the kernel idles a CPU with nothing to run (cpuidle's driver and governor, and with the
+   * haltpoll driver of a virtual machine, how long an idle vCPU polls before it halts), if Linux
+   * says: waking a halted vCPU is what the Waking Redis diagnostic measures.
+   */
+  readonly idle: string | undefined;
 }
 
 /** The busy-or-waiting diagnostic: what the proxy adds in CPU, and in time spent waiting. */
@@ -139,6 +145,30 @@ function command(file: string, args: string[]): string {
   }
 }
 
+function readSys(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+function idlePolicy(): string | undefined {
+  const driver = readSys('/sys/devices/system/cpu/cpuidle/current_driver');
+  if (driver === undefined || driver === 'none') return undefined;
+  const governor = readSys('/sys/devices/system/cpu/cpuidle/current_governor');
+  const pollNs =
+    driver === 'haltpoll' ? readSys('/sys/module/haltpoll/parameters/guest_halt_poll_ns') : undefined;
+  return (
+    `cpuidle driver ${driver}${governor === undefined ? '' : `, governor ${governor}`}` +
+    (pollNs === undefined
+      ? ''
+      : pollNs === '0'
+        ? ', guest halt polling off (guest_halt_poll_ns 0: an idle vCPU halts at once)'
+        : `, an idle vCPU polls up to ${Number(pollNs) / 1000} µs before it halts (guest_halt_poll_ns)`)
+  );
+}
+
 export function machineInfo(date: Date): MachineInfo {
   let cpu = cpus()[0]?.model ?? 'unknown';
   try {
@@ -159,6 +189,7 @@ export function machineInfo(date: Date): MachineInfo {
     redis: command('redis-server', ['--version']).replace(/^Redis server v=(\S+).*$/, '$1'),
     date: date.toISOString(),
     commit: dirty ? `${commit} (with uncommitted changes in the working tree)` : commit,
+    idle: idlePolicy(),
   };
 }
 
@@ -422,6 +453,7 @@ export function renderReport(results: BenchResults): string {
     out.push('> **QUICK RUN (`--quick`): small samples, for trying the bench out, not for the record.**\n');
   out.push(
     `- Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB.toFixed(1)} GiB memory`,
+    ...(machine.idle === undefined ? [] : [`- Idle CPUs: ${machine.idle}`]),
     `- Node ${machine.node}, redis-server ${machine.redis}`,
     `- Date: ${machine.date}`,
     `- Commit: ${machine.commit}`,
