@@ -164,7 +164,7 @@ function idlePolicy(): string | undefined {
     (pollNs === undefined
       ? ''
       : pollNs === '0'
-        ? ', guest halt polling off (guest_halt_poll_ns 0: an idle vCPU halts at once)'
+        ? ', guest halt polling off (guest_halt_poll_ns 0: an idle vCPU halts at once, and the hypervisor wakes it)'
         : `, an idle vCPU polls up to ${Number(pollNs) / 1000} µs before it halts (guest_halt_poll_ns)`)
   );
 }
