@@ -22,7 +22,7 @@ export interface MachineInfo {
   readonly commit: string;
   /**
    * How the kernel idles a CPU with nothing to run (cpuidle's driver and governor, and with the
-   * haltpoll driver of a virtual machine, how long an idle vCPU polls before it halts), if Linux
+   * haltpoll governor of a virtual machine, how long an idle vCPU polls before it halts), if Linux
    * says: waking a halted vCPU is what the Waking Redis diagnostic measures.
    */
   readonly idle: string | undefined;
@@ -154,18 +154,23 @@ function readSys(path: string): string | undefined {
 }
 
 function idlePolicy(): string | undefined {
-  const driver = readSys('/sys/devices/system/cpu/cpuidle/current_driver');
+  const cpuidle = '/sys/devices/system/cpu/cpuidle';
+  const driver = readSys(`${cpuidle}/current_driver`);
   if (driver === undefined || driver === 'none') return undefined;
-  const governor = readSys('/sys/devices/system/cpu/cpuidle/current_governor');
+  // Older kernels show the governor read-only only.
+  const governor = readSys(`${cpuidle}/current_governor`) ?? readSys(`${cpuidle}/current_governor_ro`);
+  // guest_halt_poll_ns is the haltpoll governor's setting (module haltpoll), in nanoseconds.
   const pollNs =
-    driver === 'haltpoll' ? readSys('/sys/module/haltpoll/parameters/guest_halt_poll_ns') : undefined;
+    governor === 'haltpoll' ? readSys('/sys/module/haltpoll/parameters/guest_halt_poll_ns') : undefined;
+  const poll = Number(pollNs);
+  const duration = poll >= 1e6 ? `${poll / 1e6} ms` : `${poll / 1e3} µs`;
   return (
     `cpuidle driver ${driver}${governor === undefined ? '' : `, governor ${governor}`}` +
-    (pollNs === undefined
+    (pollNs === undefined || !Number.isFinite(poll)
       ? ''
-      : pollNs === '0'
+      : poll === 0
         ? ', guest halt polling off (guest_halt_poll_ns 0: an idle vCPU halts at once, and the hypervisor wakes it)'
-        : `, an idle vCPU polls up to ${Number(pollNs) / 1000} µs before it halts (guest_halt_poll_ns)`)
+        : `, an idle vCPU polls up to ${duration} before it halts (guest_halt_poll_ns)`)
   );
 }
 
