@@ -145,7 +145,8 @@ function command(file: string, args: string[]): string {
   }
 }
 
-function readSys(path: string): string | undefined {
+/** A text file of /proc or /sys, trimmed; undefined where there is none (not Linux, an older kernel). */
+function readText(path: string): string | undefined {
   try {
     return readFileSync(path, 'utf8').trim();
   } catch {
@@ -155,13 +156,13 @@ function readSys(path: string): string | undefined {
 
 function idlePolicy(): string | undefined {
   const cpuidle = '/sys/devices/system/cpu/cpuidle';
-  const driver = readSys(`${cpuidle}/current_driver`);
+  const driver = readText(`${cpuidle}/current_driver`);
   if (driver === undefined || driver === 'none') return undefined;
   // Older kernels show the governor read-only only.
-  const governor = readSys(`${cpuidle}/current_governor`) ?? readSys(`${cpuidle}/current_governor_ro`);
+  const governor = readText(`${cpuidle}/current_governor`) ?? readText(`${cpuidle}/current_governor_ro`);
   // guest_halt_poll_ns is the haltpoll governor's setting (module haltpoll), in nanoseconds.
   const pollNs =
-    governor === 'haltpoll' ? readSys('/sys/module/haltpoll/parameters/guest_halt_poll_ns') : undefined;
+    governor === 'haltpoll' ? readText('/sys/module/haltpoll/parameters/guest_halt_poll_ns') : undefined;
   const poll = Number(pollNs);
   const duration = poll >= 1e6 ? `${poll / 1e6} ms` : `${poll / 1e3} µs`;
   return (
@@ -175,15 +176,13 @@ function idlePolicy(): string | undefined {
 }
 
 export function machineInfo(date: Date): MachineInfo {
-  let cpu = cpus()[0]?.model ?? 'unknown';
-  try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8')
-      .split('\n')
-      .find((entry) => entry.startsWith('model name'));
-    if (line) cpu = line.slice(line.indexOf(':') + 1).trim();
-  } catch {
-    // Not Linux: the os module's name will do.
-  }
+  // Not Linux: the os module's name will do.
+  const modelLine = readText('/proc/cpuinfo')
+    ?.split('\n')
+    .find((entry) => entry.startsWith('model name'));
+  const cpu = modelLine
+    ? modelLine.slice(modelLine.indexOf(':') + 1).trim()
+    : (cpus()[0]?.model ?? 'unknown');
   const commit = command('git', ['rev-parse', '--short', 'HEAD']);
   const dirty = command('git', ['status', '--porcelain', '--untracked-files=no']) !== '';
   return {
