@@ -8,15 +8,21 @@ import { freePort } from './redis-server';
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 
 /**
- * package.json's dev script, `tsx <node flags>... <entry>`, taken apart: what `npm run dev` runs,
- * so a test can run the same without npm.
+ * An npm script of package.json, `<command> <flags>... <entry>` (`tsx <node flags>... <file>` for
+ * ours), taken apart; empty parts for a script there is not.
  */
-export function devScript(): { command: string; flags: string[]; entry: string } {
+export function npmScript(name: string): { command: string; flags: string[]; entry: string } {
   const { scripts } = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as {
     scripts: Record<string, string>;
   };
-  const words = scripts.dev?.split(' ') ?? [];
-  return { command: words[0] ?? '', flags: words.slice(1, -1), entry: words.at(-1) ?? '' };
+  const words = scripts[name]?.split(' ') ?? [];
+  const entry = words.length > 1 ? (words.at(-1) ?? '') : '';
+  return { command: words[0] ?? '', flags: words.slice(1, -1), entry };
+}
+
+/** package.json's dev script taken apart: what `npm run dev` runs, so a test can run the same without npm. */
+export function devScript(): { command: string; flags: string[]; entry: string } {
+  return npmScript('dev');
 }
 
 export interface DevServer {

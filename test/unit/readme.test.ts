@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { routes } from '../../functions/routes';
+import { npmScript } from '../support/dev-server';
 
 const readRepoFile = (path: string) => readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8');
 
@@ -114,16 +115,12 @@ describe('README.md', () => {
     });
 
     it('shows no npm script whose tsx entry file is missing', () => {
-      const { scripts } = JSON.parse(readRepoFile('package.json')) as { scripts: Record<string, string> };
       const shown = [...new Set([...readme.matchAll(/npm run ([\w:-]+)/g)].map((m) => m[1] ?? ''))];
       // `tsx [--import <file>]... <entry>`: the entry and every file it imports first.
       const entries = shown.flatMap((script) => {
-        const command = scripts[script] ?? '';
-        if (!/^tsx( --import \S+)* \S+$/.test(command)) return [];
-        return command
-          .split(' ')
-          .slice(1)
-          .filter((word) => word !== '--import');
+        const { command, flags, entry } = npmScript(script);
+        if (command !== 'tsx' || !/^(--import \S+( |$))*$/.test(flags.join(' '))) return [];
+        return [...flags.filter((word) => word !== '--import'), entry];
       });
 
       expect(entries).toEqual(
