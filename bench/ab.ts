@@ -11,6 +11,11 @@ export interface AbSamples {
   readonly b: number[];
   /** The garbage collection pauses that fell in the A and B calls (in-process cases only). */
   readonly gc?: GcPauses;
+  /**
+   * CPU this process's other threads (V8's optimizing compiler and concurrent collector) used per
+   * pair while the pairs ran (in-process cases, where the kernel keeps per-thread statistics).
+   */
+  readonly helperCpuMsPerPair?: number;
 }
 
 /** Garbage collection pauses on the main thread during one side's calls. */
@@ -50,6 +55,7 @@ export interface AbSummary {
   readonly aMean: number;
   readonly bMean: number;
   readonly gc?: GcSummary;
+  readonly helperCpuMsPerPair?: number;
 }
 
 /** What the pauses did to the tail: the collections per side, and the overhead p99 without them. */
@@ -82,6 +88,7 @@ export function summarize(samples: AbSamples): AbSummary {
     aMean: mean(a),
     bMean: mean(b),
     gc: samples.gc === undefined ? undefined : gcSummary(samples.gc, a, b),
+    helperCpuMsPerPair: samples.helperCpuMsPerPair,
   };
 }
 

@@ -77,6 +77,17 @@ function helperCpuNsBetween(main: string, before: Map<string, number>, after: Ma
   return ns;
 }
 
+/**
+ * CPU the other threads of this process (V8's optimizing compiler and its concurrent collector,
+ * mostly) use from now on: call the answer for the ms so far. Undefined where the kernel keeps no
+ * per-thread statistics.
+ */
+export function helperCpuMeter(): (() => number) | undefined {
+  if (!canMeasureBusy()) return undefined;
+  const before = threadCpuNs();
+  return () => helperCpuNsBetween(String(process.pid), before, threadCpuNs()) / 1e6;
+}
+
 async function side(calls: number, work: () => Promise<void>): Promise<BusySide> {
   const main = String(process.pid);
   const walls: number[] = [];

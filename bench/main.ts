@@ -33,6 +33,13 @@ import { measureWakeUp } from './wake-up';
 interface Sizes {
   readonly pairs: number;
   readonly longPairs: number;
+  /**
+   * Pairs on full chats before the first in-process case: until V8 has compiled the turn's code,
+   * its optimizing compiler keeps a second core busy for milliseconds at a time, and redis-server,
+   * which shares the machine's cores, waits for one (bench/ANALYSIS.md).
+   */
+  readonly firstWarmup: number;
+  /** Pairs before each case's own. */
   readonly warmup: number;
   readonly httpPairs: number;
   readonly memory: { chats: number; warmup: number; turns: number; every: number };
@@ -46,7 +53,8 @@ interface Sizes {
 const FULL: Sizes = {
   pairs: 2000,
   longPairs: 500,
-  warmup: 200,
+  firstWarmup: 3000,
+  warmup: 500,
   httpPairs: 2000,
   memory: { chats: 50, warmup: 1000, turns: 10_000, every: 1000 },
   throughput: { levels: [1, 8, 32], warmupSeconds: 1, seconds: 5 },
@@ -59,6 +67,7 @@ const FULL: Sizes = {
 const QUICK: Sizes = {
   pairs: 200,
   longPairs: 50,
+  firstWarmup: 300,
   warmup: 50,
   httpPairs: 200,
   memory: { chats: 50, warmup: 200, turns: 1000, every: 250 },
@@ -213,14 +222,14 @@ async function main(): Promise<void> {
   // the source, where the Redis client can be instrumented and the profiles name our functions.
   const bench = { postChat: deployed.postChat, complete: deployed.complete, upstream, tenant };
   const handlerCases: AbSamples[] = await load.phase('turn overhead (handler)', async () => {
-    log('turn overhead in process: warm-up');
+    log(`turn overhead in process: warm-up, ${sizes.firstWarmup} pairs`);
     await measureCase(bench, {
       label: 'warm-up',
       chat: '',
       chatId: warmChat,
       sentMessages: sent,
       pairs: 0,
-      warmup: sizes.warmup * 2,
+      warmup: sizes.firstWarmup,
     });
     const cases: AbSamples[] = [];
     log(`turn overhead in process: new chats, ${sizes.pairs} pairs`);
@@ -375,6 +384,7 @@ async function main(): Promise<void> {
     machine: machineInfo(startedAt),
     command: `npm run bench${args.length > 0 ? ` -- ${args.join(' ')}` : ''}`,
     quick,
+    warmup: { first: sizes.firstWarmup, perCase: sizes.warmup },
     budget,
     tokens: { user: messageTokens(USER_MESSAGE), reply: messageTokens(REPLY) },
     handlerCases: handlerCases.map(summarize),

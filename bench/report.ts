@@ -79,6 +79,8 @@ export interface BenchResults {
   readonly tokens: { user: number; reply: number };
   /** 0, 100 and 10,000 stored messages, in that order. */
   readonly handlerCases: AbSummary[];
+  /** Untimed pairs before the first in-process case, and untimed pairs before each case. */
+  readonly warmup: { readonly first: number; readonly perCase: number };
   /** Bytes of the handler bundle the handler cases and the memory check run. */
   readonly deployedBytes: number;
   readonly httpCase: AbSummary;
@@ -418,6 +420,7 @@ function gcSection(cases: AbSummary[]): string[] {
         ...side(gc.b, item.n),
         ms(item.overheadP99),
         ms(gc.overheadP99WithoutGc),
+        item.helperCpuMsPerPair === undefined ? 'n/a' : ms(item.helperCpuMsPerPair),
       ],
     ];
   });
@@ -427,7 +430,10 @@ function gcSection(cases: AbSummary[]): string[] {
     "Garbage collection during these pairs: V8's pauses on the main thread (Node's `gc` performance entries), each " +
       'given to the A or B call it overlaps. "Young" are young-generation collections (scavenges); "full" are the ' +
       'pauses of full collections (incremental marking steps and the final pause). Mean pause in brackets, in ms. The ' +
-      'last column is the overhead p99 over the pairs in which neither call met a pause.',
+      'column after the overhead p99 is that p99 over the pairs in which neither call met a pause. The last is the CPU ' +
+      "this process's other threads used per pair (V8's helper threads: its optimizing compiler, and the collector's " +
+      "concurrent work), from the kernel's per-thread statistics: on this machine's cores, that work and " +
+      'redis-server take turns.',
     '',
     table(
       [
@@ -440,6 +446,7 @@ function gcSection(cases: AbSummary[]): string[] {
         'B calls hit',
         'Overhead p99',
         'Without pairs hit',
+        'Helper threads, ms per pair',
       ],
       rows,
     ),
@@ -490,7 +497,11 @@ export function renderReport(results: BenchResults): string {
       'as `npm run dev` runs), B a `fetch` of the same upstream request straight to the stand-in. For this row the ' +
       "dev server's upstream is the stand-in in a process of its own (bench/upstream-process.ts), as OpenAI is never " +
       "in the caller's process: both the dev server's upstream call and B cross a process boundary. (With the " +
-      'stand-in inside the bench process, B alone would skip it.) Times in ms; ' +
+      'stand-in inside the bench process, B alone would skip it.) Before the first in-process case, ' +
+      `${results.warmup.first.toLocaleString('en-US')} untimed pairs on chats that fill the budget, so that V8 has ` +
+      "compiled the turn's code (until it has, its optimizing compiler keeps the second core busy for milliseconds at " +
+      'a time, and redis-server waits for a core: see "helper threads" below); each row then has ' +
+      `${results.warmup.perCase.toLocaleString('en-US')} untimed pairs of its own. Times in ms; ` +
       'percentiles are nearest-rank.',
     '',
     table(

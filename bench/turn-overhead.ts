@@ -3,6 +3,7 @@ import type { ChatMessageParam, complete, ModelOptions } from '../functions/shar
 import { apiEvent } from '../test/support/events';
 import type { Invoke } from '../test/support/handlers';
 import type { AbSamples, GcPauses, SideGc } from './ab';
+import { helperCpuMeter } from './busy';
 import { type CompletionRequestBody, REPLY, type Upstream, USER_MESSAGE } from './fixture';
 import { checkInterrupted } from './lifecycle';
 
@@ -162,6 +163,7 @@ export async function measureCase(bench: HandlerBench, turnCase: TurnCase): Prom
     pauses.push(...list.getEntries());
   });
   observer.observe({ entryTypes: ['gc'] });
+  const helperMs = helperCpuMeter();
   try {
     for (let i = 0; i < turnCase.pairs; i += 1) {
       if (i % 100 === 0) checkInterrupted();
@@ -183,5 +185,8 @@ export async function measureCase(bench: HandlerBench, turnCase: TurnCase): Prom
     a,
     b,
     gc: attributeGc(pauses, windows),
+    ...(helperMs === undefined || turnCase.pairs === 0
+      ? {}
+      : { helperCpuMsPerPair: helperMs() / turnCase.pairs }),
   };
 }
