@@ -16,7 +16,7 @@ export interface BusySide {
   readonly wallMs: number;
   readonly mainCpuMs: number;
   readonly waitMs: number;
-  /** Every other thread of this process (V8's garbage collection helpers, libuv's pool), per call. */
+  /** Every other thread of this process (V8's compiler and collector helpers, libuv's pool), per call. */
   readonly helperCpuMs: number;
   /**
    * Medians of each call's own figures, comparable with the p50s: its wall time, the main

@@ -52,8 +52,8 @@ function busyLines(busy: BusyResult | undefined): string[] {
       'commandstats, mean). The CPU includes the system calls that write to Redis, each of which wakes ' +
       'redis-server on the other core. Means, with garbage collection pauses and slow calls: an A turn ' +
       `${ms(a.wallMs)} ms, ${ms(a.mainCpuMs)} ms on the main thread's CPU and ${ms(a.waitMs)} ms waiting; a B call ` +
-      `${ms(b.wallMs)} ms, ${ms(b.mainCpuMs)} ms and ${ms(b.waitMs)} ms; other threads (V8's garbage collection ` +
-      `helpers) used ${ms(a.helperCpuMs)} ms per A turn and ${ms(b.helperCpuMs)} ms per B call.`,
+      `${ms(b.wallMs)} ms, ${ms(b.mainCpuMs)} ms and ${ms(b.waitMs)} ms; other threads (mostly V8's helpers: its ` +
+      `optimizing compiler and its collector) used ${ms(a.helperCpuMs)} ms per A turn and ${ms(b.helperCpuMs)} ms per B call.`,
   ];
 }
 
@@ -431,9 +431,9 @@ function gcSection(cases: AbSummary[]): string[] {
       'given to the A or B call it overlaps. "Young" are young-generation collections (scavenges); "full" are the ' +
       'pauses of full collections (incremental marking steps and the final pause). Mean pause in brackets, in ms. The ' +
       'column after the overhead p99 is that p99 over the pairs in which neither call met a pause. The last is the CPU ' +
-      "this process's other threads used per pair (V8's helper threads: its optimizing compiler, and the collector's " +
-      "concurrent work), from the kernel's per-thread statistics: on this machine's cores, that work and " +
-      'redis-server take turns.',
+      "this process's other threads used per pair (mostly V8's helper threads: its optimizing compiler, and the " +
+      "collector's concurrent work), from the kernel's per-thread statistics: on a machine with few cores, that work " +
+      'and redis-server take turns on them.',
     '',
     table(
       [
@@ -499,8 +499,8 @@ export function renderReport(results: BenchResults): string {
       "in the caller's process: both the dev server's upstream call and B cross a process boundary. (With the " +
       'stand-in inside the bench process, B alone would skip it.) Before the first in-process case, ' +
       `${results.warmup.first.toLocaleString('en-US')} untimed pairs on chats that fill the budget, so that V8 has ` +
-      "compiled the turn's code (until it has, its optimizing compiler keeps the second core busy for milliseconds at " +
-      'a time, and redis-server waits for a core: see "helper threads" below); each row then has ' +
+      "compiled most of the turn's code (while it compiles, its optimizing compiler keeps a core busy for " +
+      'milliseconds at a time, and redis-server may wait for one: see "helper threads" below); each row then has ' +
       `${results.warmup.perCase.toLocaleString('en-US')} untimed pairs of its own. Times in ms; ` +
       'percentiles are nearest-rank.',
     '',
