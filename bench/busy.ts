@@ -83,13 +83,17 @@ function helperCpuNsBetween(main: string, before: Map<string, number>, after: Ma
  * per-thread statistics.
  */
 export function helperCpuMeter(): (() => number) | undefined {
-  if (!canMeasureBusy()) return undefined;
+  return canMeasureBusy() ? startHelperMeter() : undefined;
+}
+
+/** The ms the other threads of this process have used since this call, each time the answer is called. */
+function startHelperMeter(): () => number {
+  const main = String(process.pid);
   const before = threadCpuNs();
-  return () => helperCpuNsBetween(String(process.pid), before, threadCpuNs()) / 1e6;
+  return () => helperCpuNsBetween(main, before, threadCpuNs()) / 1e6;
 }
 
 async function side(calls: number, work: () => Promise<void>): Promise<BusySide> {
-  const main = String(process.pid);
   const walls: number[] = [];
   const cpus: number[] = [];
   const waits: number[] = [];
@@ -98,13 +102,13 @@ async function side(calls: number, work: () => Promise<void>): Promise<BusySide>
     // getrusage is exact for the process but counts every thread; the helpers' own figures (exact
     // while they sleep, which is most of the time) are taken off, leaving the main thread's. The
     // readings fall between calls, outside what is measured.
-    const h0 = threadCpuNs();
+    const helpersSince = startHelperMeter();
     const c0 = process.cpuUsage();
     const t0 = performance.now();
     await work();
     const t1 = performance.now();
     const c1 = process.cpuUsage(c0);
-    const helpers = helperCpuNsBetween(main, h0, threadCpuNs()) / 1e6;
+    const helpers = helpersSince();
     // getrusage's window is a little wider than the timed one: capped, so waiting is never negative.
     const cpu = Math.min(Math.max((c1.user + c1.system) / 1000 - helpers, 0), t1 - t0);
     helpersMs += helpers;
