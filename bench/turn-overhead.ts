@@ -150,11 +150,15 @@ export function checkTurn(
 
 /** Interleaved A/B pairs for one chat size, after its own warm-up. */
 export async function measureCase(bench: HandlerBench, turnCase: TurnCase): Promise<AbSamples> {
+  // Collected before the warm-up, not after it: a full collection throws away optimized code whose
+  // maps died (V8's "weak objects" deoptimizations, about a hundred functions of node's streams,
+  // http and net at a time), and the recompiles that follow keep a core busy for a second or more.
+  // After the warm-up they fell in the measured pairs.
+  gc();
   for (let i = 1; i <= turnCase.warmup; i += 1) {
     checkInterrupted();
     await pair(bench, turnCase.chatId(-i), turnCase.sentMessages);
   }
-  gc();
   const a: number[] = [];
   const b: number[] = [];
   const windows: [number, number, number, number][] = [];
