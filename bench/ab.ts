@@ -9,6 +9,8 @@ export interface AbSamples {
   readonly sentMessages: number;
   readonly a: number[];
   readonly b: number[];
+  /** Per pair, whether B ran first (the bench alternates; unset: A always ran first). */
+  readonly bFirst?: boolean[];
   /** The garbage collection pauses that fell in the A and B calls (in-process cases only). */
   readonly gc?: GcPauses;
   /**
@@ -56,6 +58,8 @@ export interface AbSummary {
   readonly bMean: number;
   readonly gc?: GcSummary;
   readonly helperCpuMsPerPair?: number;
+  /** The overhead p50 over the pairs run in each order, where the order alternated. */
+  readonly byOrder?: { readonly aFirstP50: number; readonly bFirstP50: number };
 }
 
 /** What the pauses did to the tail: the collections per side, and the overhead p99 without them. */
@@ -89,7 +93,16 @@ export function summarize(samples: AbSamples): AbSummary {
     bMean: mean(b),
     gc: samples.gc === undefined ? undefined : gcSummary(samples.gc, a, b),
     helperCpuMsPerPair: samples.helperCpuMsPerPair,
+    byOrder: samples.bFirst === undefined ? undefined : byOrder(a, b, samples.bFirst),
   };
+}
+
+function byOrder(a: readonly number[], b: readonly number[], bFirst: readonly boolean[]) {
+  const overhead = (first: boolean) => {
+    const pairs = (side: readonly number[]) => side.filter((_, i) => bFirst[i] === first);
+    return percentile(pairs(a), 50) - percentile(pairs(b), 50);
+  };
+  return { aFirstP50: overhead(false), bFirstP50: overhead(true) };
 }
 
 function gcSummary(gc: GcPauses, a: readonly number[], b: readonly number[]): GcSummary {

@@ -74,27 +74,41 @@ export async function measureHttpOverhead(
   const directHeaders = { 'content-type': 'application/json', authorization: `Bearer ${DIRECT_API_KEY}` };
   const a: number[] = [];
   const b: number[] = [];
+  const bFirst: boolean[] = [];
+  const directCall = async (request: string): Promise<[b0: number, b1: number]> => {
+    const b0 = performance.now();
+    const response = await fetch(direct, { method: 'POST', headers: directHeaders, body: request });
+    await response.text();
+    const b1 = performance.now();
+    if (response.status !== 200) throw new Error(`direct call: status ${response.status}`);
+    return [b0, b1];
+  };
+  // As in process (bench/turn-overhead.ts), every other pair runs B first, with the previous turn's
+  // request, which the turn's own must then match.
+  let previous: string | undefined;
   for (let i = -options.warmup; i < options.pairs; i += 1) {
     if (i % 100 === 0) checkInterrupted();
     const chatId = options.chatId(i);
+    const replay = i % 2 !== 0 ? previous : undefined;
+    const before = replay === undefined ? undefined : await directCall(replay);
     const a0 = performance.now();
     const [status, text] = await turn(dev, chatId, body);
     const a1 = performance.now();
     const sent = await upstream.take();
     checkTurn(chatId, status, text, sent, options.sentMessages);
-
-    const replay = JSON.stringify(sent);
-    const b0 = performance.now();
-    const response = await fetch(direct, { method: 'POST', headers: directHeaders, body: replay });
-    await response.text();
-    const b1 = performance.now();
-    if (response.status !== 200) throw new Error(`direct call: status ${response.status}`);
+    const request = JSON.stringify(sent);
+    if (replay !== undefined && request !== replay) {
+      throw new Error(`turn on ${chatId}: sent another request than the turn before it, which B replayed`);
+    }
+    const [b0, b1] = before ?? (await directCall(request));
+    previous = request;
     if (i >= 0) {
       a.push(a1 - a0);
       b.push(b1 - b0);
+      bFirst.push(replay !== undefined);
     }
   }
-  return { label: options.label, chat: options.chat, sentMessages: options.sentMessages, a, b };
+  return { label: options.label, chat: options.chat, sentMessages: options.sentMessages, a, b, bFirst };
 }
 
 export interface ThroughputResult {

@@ -402,6 +402,17 @@ function overheadRows(cases: AbSummary[]): string[][] {
   ]);
 }
 
+/** The overhead p50 of each case by the order its pairs ran in. */
+function orderLine(cases: readonly AbSummary[]): string {
+  const parts = cases
+    .filter((summary) => summary.byOrder !== undefined)
+    .map(
+      (summary) =>
+        `${summary.label}, ${summary.chat.replace(/ \(.*\)$/, '')}: A first ${ms(summary.byOrder?.aFirstP50 ?? Number.NaN)}, B first ${ms(summary.byOrder?.bFirstP50 ?? Number.NaN)}`,
+    );
+  return `Overhead p50 by the order of the pair, ms (half the pairs each) — ${parts.join('; ')}.`;
+}
+
 /** Where the in-process cases met garbage collection, and the overhead p99 over the pairs that met none. */
 function gcSection(cases: AbSummary[]): string[] {
   const rows = cases.flatMap((item) => {
@@ -491,8 +502,11 @@ export function renderReport(results: BenchResults): string {
       '`complete()` of functions/shared/openai.ts (the same keep-alive agent settings, headers, timeout and retries) ' +
       'with the very messages, as message objects, and model options A sent. Overhead = pN(A) − pN(B); ' +
       'in brackets a 95% bootstrap interval (pairs resampled together); "median(A−B)" is the median of the ' +
-      'per-pair differences. B always runs right after its A (the order is A, B, A, B, …), so B may find caches a ' +
-      "little warmer. The intervals are within this run only: between runs, the machine's state moves the figures " +
+      'per-pair differences. The order alternates: every other pair runs B first, with the request of ' +
+      "the case's previous turn (every turn of a case sends the same request; A's own is checked against it, byte " +
+      'for byte), as whichever call runs second finds the stand-in and the OpenAI client warm from the first (the ' +
+      'overhead p50 of each order is given below the table). ' +
+      "The intervals are within this run only: between runs, the machine's state moves the figures " +
       'more than that (by up to about 20% at p50 on this machine), so near a threshold compare several runs. Through the local HTTP server: A is a `fetch` to the dev server (a child process, ' +
       'as `npm run dev` runs), B a `fetch` of the same upstream request straight to the stand-in. For this row the ' +
       "dev server's upstream is the stand-in in a process of its own (bench/upstream-process.ts), as OpenAI is never " +
@@ -534,6 +548,8 @@ export function renderReport(results: BenchResults): string {
     `Ratio 10,000 : 100 messages — p50 turn time ${((results.handlerCases[2]?.aP50 ?? Number.NaN) / (results.handlerCases[1]?.aP50 ?? Number.NaN)).toFixed(2)}×, ` +
       `p99 ${((results.handlerCases[2]?.aP99 ?? Number.NaN) / (results.handlerCases[1]?.aP99 ?? Number.NaN)).toFixed(2)}×, ` +
       `p50 overhead ${((results.handlerCases[2]?.overheadP50 ?? Number.NaN) / (results.handlerCases[1]?.overheadP50 ?? Number.NaN)).toFixed(2)}×.`,
+    '',
+    orderLine([...results.handlerCases, results.httpCase]),
     ...gcSection(results.handlerCases),
     '',
     '## 2. Redis round trips per operation',

@@ -51,14 +51,18 @@ export function gc(): void {
 }
 
 /**
- * One buffered turn through the handler (A) and, right after, the same request straight to the
- * stand-in through the handlers' OpenAI client (B). Answers both times in ms.
+ * One buffered turn through the handler (A) and the same request straight to the stand-in through
+ * the handlers' OpenAI client (B), in either order. A first, B sends the request A just sent. B
+ * first (`replay`: the request of the case's previous turn), B sends that, and A's own request must
+ * then be the same, byte for byte, as every turn of a case sends the same messages: otherwise the
+ * bench stops. Answers both times in ms, and the request A sent.
  */
 async function pair(
   bench: HandlerBench,
   chatId: string,
   sentMessages: number,
-): Promise<[a0: number, a1: number, b0: number, b1: number]> {
+  replay?: CompletionRequestBody,
+): Promise<{ times: [a0: number, a1: number, b0: number, b1: number]; sent: CompletionRequestBody }> {
   const event = apiEvent({
     method: 'POST',
     resource: '/{chat_id}/chat',
@@ -66,18 +70,29 @@ async function pair(
     apiKeyId: bench.tenant,
     json: { content: USER_MESSAGE },
   });
+  let b0 = 0;
+  let b1 = 0;
+  if (replay !== undefined) {
+    b0 = performance.now();
+    const direct = await directCall(bench.complete, replay);
+    b1 = performance.now();
+    if (direct !== REPLY) throw new Error('direct call: unexpected reply');
+  }
   bench.upstream.capture();
   const a0 = performance.now();
   const result = await bench.postChat(event);
   const a1 = performance.now();
   const sent = bench.upstream.take();
   checkTurn(chatId, result.statusCode, result.body, sent, sentMessages);
-
-  const b0 = performance.now();
-  const direct = await directCall(bench.complete, sent);
-  const b1 = performance.now();
-  if (direct !== REPLY) throw new Error('direct call: unexpected reply');
-  return [a0, a1, b0, b1];
+  if (replay === undefined) {
+    b0 = performance.now();
+    const direct = await directCall(bench.complete, sent);
+    b1 = performance.now();
+    if (direct !== REPLY) throw new Error('direct call: unexpected reply');
+  } else if (JSON.stringify(sent) !== JSON.stringify(replay)) {
+    throw new Error(`turn on ${chatId}: sent another request than the turn before it, which B replayed`);
+  }
+  return { times: [a0, a1, b0, b1], sent };
 }
 
 const YOUNG = constants.NODE_PERFORMANCE_GC_MINOR;
@@ -155,12 +170,18 @@ export async function measureCase(bench: HandlerBench, turnCase: TurnCase): Prom
   // http and net at a time), and the recompiles that follow keep a core busy for a second or more.
   // After the warm-up they fell in the measured pairs.
   gc();
+  // Odd pairs run B first: whichever call runs second finds the stand-in's code and data, and the
+  // OpenAI client's, warm from the first, so a fixed order would favour one side.
+  let previous: CompletionRequestBody | undefined;
   for (let i = 1; i <= turnCase.warmup; i += 1) {
     checkInterrupted();
-    await pair(bench, turnCase.chatId(-i), turnCase.sentMessages);
+    previous = (
+      await pair(bench, turnCase.chatId(-i), turnCase.sentMessages, i % 2 === 1 ? previous : undefined)
+    ).sent;
   }
   const a: number[] = [];
   const b: number[] = [];
+  const bFirst: boolean[] = [];
   const windows: [number, number, number, number][] = [];
   const pauses: PerformanceEntry[] = [];
   const observer = new PerformanceObserver((list) => {
@@ -171,10 +192,13 @@ export async function measureCase(bench: HandlerBench, turnCase: TurnCase): Prom
   try {
     for (let i = 0; i < turnCase.pairs; i += 1) {
       if (i % 100 === 0) checkInterrupted();
-      const times = await pair(bench, turnCase.chatId(i), turnCase.sentMessages);
+      const replay = i % 2 === 1 ? previous : undefined;
+      const { times, sent } = await pair(bench, turnCase.chatId(i), turnCase.sentMessages, replay);
+      previous = sent;
       windows.push(times);
       a.push(times[1] - times[0]);
       b.push(times[3] - times[2]);
+      bFirst.push(replay !== undefined);
     }
   } finally {
     // Node queues a pause's entry in a setImmediate after the collection: the last pair's too.
@@ -188,6 +212,7 @@ export async function measureCase(bench: HandlerBench, turnCase: TurnCase): Prom
     sentMessages: turnCase.sentMessages,
     a,
     b,
+    bFirst,
     gc: attributeGc(pauses, windows),
     ...(helperMs === undefined || turnCase.pairs === 0
       ? {}
