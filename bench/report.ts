@@ -497,15 +497,16 @@ export function renderReport(results: BenchResults): string {
     `A: a buffered \`POST /{chat_id}/chat\` turn through the handler as deployed: its function built as the stack ` +
       `builds it (esbuild with the options of infra/bundling/options.ts: minified, CommonJS, the lean ioredis; ` +
       `${kb(results.deployedBytes)} KB, the tokenizer's ranks beside it), loaded in this process and invoked as Lambda ` +
-      'would (test/support/handlers.ts). B: right after each A, the very request A sent upstream (captured at the ' +
-      "stand-in), sent again straight to the stand-in by the functions' own OpenAI client, bundled the same way: " +
+      'would (test/support/handlers.ts). B: the request A sends upstream (captured at the stand-in; in the pairs ' +
+      "run B first, the case's previous turn's, which A's must match), sent straight to the stand-in by the " +
+      "functions' own OpenAI client, bundled the same way: " +
       '`complete()` of functions/shared/openai.ts (the same keep-alive agent settings, headers, timeout and retries) ' +
       'with the very messages, as message objects, and model options A sent. Overhead = pN(A) − pN(B); ' +
       'in brackets a 95% bootstrap interval (pairs resampled together); "median(A−B)" is the median of the ' +
       'per-pair differences. The order alternates: every other pair runs B first, with the request of ' +
       "the case's previous turn (every turn of a case sends the same request; A's own is checked against it, byte " +
-      'for byte), as whichever call runs second finds the stand-in and the OpenAI client warm from the first (the ' +
-      'overhead p50 of each order is given below the table). ' +
+      "for byte), as each call's time depends on which call ran just before it (the overhead p50 of each order " +
+      'is given below the table). ' +
       "The intervals are within this run only: between runs, the machine's state moves the figures " +
       'more than that (by up to about 20% at p50 on this machine), so near a threshold compare several runs. Through the local HTTP server: A is a `fetch` to the dev server (a child process, ' +
       'as `npm run dev` runs), B a `fetch` of the same upstream request straight to the stand-in. For this row the ' +
