@@ -58,8 +58,8 @@ export interface AbSummary {
   readonly bMean: number;
   readonly gc?: GcSummary;
   readonly helperCpuMsPerPair?: number;
-  /** The overhead p50 over the pairs run in each order, where the order alternated. */
-  readonly byOrder?: { readonly aFirstP50: number; readonly bFirstP50: number };
+  /** Each side's p50 over the pairs run in each order, where the order alternated. */
+  readonly byOrder?: { readonly aFirst: OrderP50; readonly bFirst: OrderP50 };
 }
 
 /** What the pauses did to the tail: the collections per side, and the overhead p99 without them. */
@@ -97,12 +97,18 @@ export function summarize(samples: AbSamples): AbSummary {
   };
 }
 
+/** A's and B's p50 over the pairs run in one order. */
+export interface OrderP50 {
+  readonly a: number;
+  readonly b: number;
+}
+
 function byOrder(a: readonly number[], b: readonly number[], bFirst: readonly boolean[]) {
-  const overhead = (first: boolean) => {
+  const p50s = (first: boolean): OrderP50 => {
     const pairs = (side: readonly number[]) => side.filter((_, i) => bFirst[i] === first);
-    return percentile(pairs(a), 50) - percentile(pairs(b), 50);
+    return { a: percentile(pairs(a), 50), b: percentile(pairs(b), 50) };
   };
-  return { aFirstP50: overhead(false), bFirstP50: overhead(true) };
+  return { aFirst: p50s(false), bFirst: p50s(true) };
 }
 
 function gcSummary(gc: GcPauses, a: readonly number[], b: readonly number[]): GcSummary {

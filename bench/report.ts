@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
-import type { AbSummary } from './ab';
+import type { AbSummary, OrderP50 } from './ab';
 import type { BusyResult } from './busy';
 import type { ColdStartResult } from './cold-start';
 import type { ThroughputResult } from './http';
@@ -402,15 +402,17 @@ function overheadRows(cases: AbSummary[]): string[][] {
   ]);
 }
 
-/** The overhead p50 of each case by the order its pairs ran in. */
+/** Each case's p50s by the order its pairs ran in. */
 function orderLine(cases: readonly AbSummary[]): string {
-  const parts = cases
-    .filter((summary) => summary.byOrder !== undefined)
-    .map(
-      (summary) =>
-        `${summary.label}, ${summary.chat.replace(/ \(.*\)$/, '')}: A first ${ms(summary.byOrder?.aFirstP50 ?? Number.NaN)}, B first ${ms(summary.byOrder?.bFirstP50 ?? Number.NaN)}`,
-    );
-  return `Overhead p50 by the order of the pair, ms (half the pairs each) — ${parts.join('; ')}.`;
+  const parts = cases.flatMap((summary) => {
+    const order = summary.byOrder;
+    if (order === undefined) return [];
+    const side = ({ a, b }: OrderP50) => `A ${ms(a)} − B ${ms(b)} = ${ms(a - b)}`;
+    return [
+      `${summary.label}, ${summary.chat.replace(/ \(.*\)$/, '')}: A first ${side(order.aFirst)}; B first ${side(order.bFirst)}`,
+    ];
+  });
+  return `P50s by the order of the pair, ms (half the pairs each; in the pairs run A first each A follows an A and each B an A, in those run B first each A follows a B and each B a B) — ${parts.join('. ')}.`;
 }
 
 /** Where the in-process cases met garbage collection, and the overhead p99 over the pairs that met none. */
@@ -505,7 +507,7 @@ export function renderReport(results: BenchResults): string {
       'in brackets a 95% bootstrap interval (pairs resampled together); "median(A−B)" is the median of the ' +
       'per-pair differences. The order alternates: every other pair runs B first, with the request of ' +
       "the case's previous turn (every turn of a case sends the same request; A's own is checked against it, byte " +
-      "for byte), as each call's time depends on which call ran just before it (the overhead p50 of each order " +
+      "for byte), as each call's time depends on which call ran just before it (each side's p50 in each order " +
       'is given below the table). ' +
       "The intervals are within this run only: between runs, the machine's state moves the figures " +
       'more than that (by up to about 20% at p50 on this machine), so near a threshold compare several runs. Through the local HTTP server: A is a `fetch` to the dev server (a child process, ' +
