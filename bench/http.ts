@@ -5,7 +5,7 @@ import { DIRECT_API_KEY, type RemoteUpstream, USER_MESSAGE } from './fixture';
 import { checkInterrupted, onCleanup } from './lifecycle';
 import { cpuSeconds, ownCpuSeconds } from './procs';
 import { percentile } from './stats';
-import { checkTurn } from './turn-overhead';
+import { checkReplayed, checkTurn, runsBFirst } from './turn-overhead';
 
 export interface BenchDevServer {
   readonly server: DevServer;
@@ -89,7 +89,7 @@ export async function measureHttpOverhead(
   for (let i = -options.warmup; i < options.pairs; i += 1) {
     if (i % 100 === 0) checkInterrupted();
     const chatId = options.chatId(i);
-    const replay = i % 2 !== 0 ? previous : undefined;
+    const replay = runsBFirst(i) ? previous : undefined;
     const before = replay === undefined ? undefined : await directCall(replay);
     const a0 = performance.now();
     const [status, text] = await turn(dev, chatId, body);
@@ -97,9 +97,7 @@ export async function measureHttpOverhead(
     const sent = await upstream.take();
     checkTurn(chatId, status, text, sent, options.sentMessages);
     const request = JSON.stringify(sent);
-    if (replay !== undefined && request !== replay) {
-      throw new Error(`turn on ${chatId}: sent another request than the turn before it, which B replayed`);
-    }
+    if (replay !== undefined) checkReplayed(chatId, request, replay);
     const [b0, b1] = before ?? (await directCall(request));
     previous = request;
     if (i >= 0) {

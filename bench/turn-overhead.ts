@@ -70,29 +70,28 @@ async function pair(
     apiKeyId: bench.tenant,
     json: { content: USER_MESSAGE },
   });
-  let b0 = 0;
-  let b1 = 0;
-  if (replay !== undefined) {
-    b0 = performance.now();
-    const direct = await directCall(bench.complete, replay);
-    b1 = performance.now();
-    if (direct !== REPLY) throw new Error('direct call: unexpected reply');
-  }
+  const before = replay === undefined ? undefined : await timedDirectCall(bench, replay);
   bench.upstream.capture();
   const a0 = performance.now();
   const result = await bench.postChat(event);
   const a1 = performance.now();
   const sent = bench.upstream.take();
   checkTurn(chatId, result.statusCode, result.body, sent, sentMessages);
-  if (replay === undefined) {
-    b0 = performance.now();
-    const direct = await directCall(bench.complete, sent);
-    b1 = performance.now();
-    if (direct !== REPLY) throw new Error('direct call: unexpected reply');
-  } else if (JSON.stringify(sent) !== JSON.stringify(replay)) {
-    throw new Error(`turn on ${chatId}: sent another request than the turn before it, which B replayed`);
-  }
+  if (replay !== undefined) checkReplayed(chatId, JSON.stringify(sent), JSON.stringify(replay));
+  const [b0, b1] = before ?? (await timedDirectCall(bench, sent));
   return { times: [a0, a1, b0, b1], sent };
+}
+
+/** B of a pair, timed: its start and end (`performance.now()`). */
+async function timedDirectCall(
+  bench: HandlerBench,
+  request: CompletionRequestBody,
+): Promise<[number, number]> {
+  const b0 = performance.now();
+  const direct = await directCall(bench.complete, request);
+  const b1 = performance.now();
+  if (direct !== REPLY) throw new Error('direct call: unexpected reply');
+  return [b0, b1];
 }
 
 const YOUNG = constants.NODE_PERFORMANCE_GC_MINOR;
@@ -163,6 +162,21 @@ export function checkTurn(
   }
 }
 
+/**
+ * Whether pair `i` runs B first, replaying the previous turn's request: every other pair, as each
+ * call is faster after one of its own kind, so a fixed order would measure one mixture of the two.
+ */
+export function runsBFirst(i: number): boolean {
+  return i % 2 !== 0;
+}
+
+/** A turn that sent another request than the one B replayed before it makes the whole bench fail. */
+export function checkReplayed(chatId: string, sent: string, replayed: string): void {
+  if (sent !== replayed) {
+    throw new Error(`turn on ${chatId}: sent another request than the turn before it, which B replayed`);
+  }
+}
+
 /** Interleaved A/B pairs for one chat size, after its own warm-up. */
 export async function measureCase(bench: HandlerBench, turnCase: TurnCase): Promise<AbSamples> {
   // Collected before the warm-up, not after it: a full collection throws away optimized code whose
@@ -170,14 +184,11 @@ export async function measureCase(bench: HandlerBench, turnCase: TurnCase): Prom
   // http and net at a time), and the recompiles that follow keep a core busy for a second or more.
   // After the warm-up they fell in the measured pairs.
   gc();
-  // Odd pairs run B first: whichever call runs second finds the stand-in's code and data, and the
-  // OpenAI client's, warm from the first, so a fixed order would favour one side.
   let previous: CompletionRequestBody | undefined;
   for (let i = 1; i <= turnCase.warmup; i += 1) {
     checkInterrupted();
-    previous = (
-      await pair(bench, turnCase.chatId(-i), turnCase.sentMessages, i % 2 === 1 ? previous : undefined)
-    ).sent;
+    const replay = runsBFirst(i) ? previous : undefined;
+    previous = (await pair(bench, turnCase.chatId(-i), turnCase.sentMessages, replay)).sent;
   }
   const a: number[] = [];
   const b: number[] = [];
@@ -192,7 +203,7 @@ export async function measureCase(bench: HandlerBench, turnCase: TurnCase): Prom
   try {
     for (let i = 0; i < turnCase.pairs; i += 1) {
       if (i % 100 === 0) checkInterrupted();
-      const replay = i % 2 === 1 ? previous : undefined;
+      const replay = runsBFirst(i) ? previous : undefined;
       const { times, sent } = await pair(bench, turnCase.chatId(i), turnCase.sentMessages, replay);
       previous = sent;
       windows.push(times);
