@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
+import { FUNCTION_MEMORY_MB } from '../infra/function-memory';
 import type { AbSummary, OrderP50 } from './ab';
 import type { BusyResult } from './busy';
 import type { ColdStartResult } from './cold-start';
@@ -17,6 +18,8 @@ export interface MachineInfo {
   readonly cores: number;
   readonly memoryGiB: number;
   readonly node: string;
+  /** The V8 flags the bench process runs with (bench/run.ts): the heap of a deployed function. */
+  readonly nodeFlags: string;
   readonly redis: string;
   readonly date: string;
   readonly commit: string;
@@ -192,6 +195,7 @@ export function machineInfo(date: Date): MachineInfo {
     cores: cpus().length,
     memoryGiB: totalmem() / 2 ** 30,
     node: process.version,
+    nodeFlags: process.execArgv.filter((arg) => arg.startsWith('--') && arg !== '--import').join(' '),
     redis: command('redis-server', ['--version']).replace(/^Redis server v=(\S+).*$/, '$1'),
     date: date.toISOString(),
     commit: dirty ? `${commit} (with uncommitted changes in the working tree)` : commit,
@@ -479,6 +483,7 @@ export function renderReport(results: BenchResults): string {
     `- Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB.toFixed(1)} GiB memory`,
     ...(machine.idle === undefined ? [] : [`- Idle CPUs: ${machine.idle}`]),
     `- Node ${machine.node}, redis-server ${machine.redis}`,
+    `- The bench process runs as \`node ${machine.nodeFlags}\`: the heap the Lambda runtime gives a ${FUNCTION_MEMORY_MB} MB function, as every route's is (infra/function-memory.ts), rather than Node's default for this machine's memory`,
     `- Date: ${machine.date}`,
     `- Commit: ${machine.commit}`,
     `- Command: \`${results.command}\` (took ${(results.seconds / 60).toFixed(1)} min)`,

@@ -1,8 +1,10 @@
 /**
- * `npm run bench` (package.json: `tsx bench/run.ts`). The memory measurement needs `global.gc`, so
- * without `--expose-gc` this re-runs itself as `node --expose-gc --import tsx bench/run.ts`,
- * passing the arguments on and waiting for it; that run makes `ioredis` the bundles' lean copy
- * (local/lean-ioredis.ts) and starts bench/main.ts. Options: `--quick` (small samples, RESULTS.md left
+ * `npm run bench` (package.json: `tsx bench/run.ts`). The bench's process stands in for a chat
+ * function, so it runs with the heap the Lambda runtime gives one (infra/function-memory.ts), and the
+ * memory measurement needs `global.gc`: without those flags this re-runs itself as
+ * `node --expose-gc <heap flags> --import tsx bench/run.ts`, passing the arguments on and waiting
+ * for it; that run makes `ioredis` the bundles' lean copy (local/lean-ioredis.ts) and starts
+ * bench/main.ts. Options: `--quick` (small samples, RESULTS.md left
  * alone), `--no-synth` (measure the existing cdk.out).
  *
  * The bench's stderr passes through here so that a line repeated verbatim (a handler writing the
@@ -12,16 +14,19 @@
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { FUNCTION_MEMORY_MB, lambdaHeapFlags } from '../infra/function-memory';
 
 const SHOWN = 3;
 
-if (typeof (globalThis as { gc?: unknown }).gc === 'function') {
+const NODE_FLAGS = ['--expose-gc', ...lambdaHeapFlags(FUNCTION_MEMORY_MB)];
+
+if (NODE_FLAGS.every((flag) => process.execArgv.includes(flag))) {
   // The lean ioredis first, so that every import of `ioredis` after it gets the copy.
   await import('../local/lean-ioredis');
   await import('./main');
 } else {
   const run = fileURLToPath(import.meta.url);
-  const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', run, ...process.argv.slice(2)], {
+  const child = spawn(process.execPath, [...NODE_FLAGS, '--import', 'tsx', run, ...process.argv.slice(2)], {
     stdio: ['inherit', 'inherit', 'pipe'],
   });
   const seen = new Map<string, number>();

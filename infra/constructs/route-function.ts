@@ -11,6 +11,7 @@ import { Construct } from 'constructs';
 import { bundlingAliases } from '../bundling/lean-ioredis';
 import { BUNDLE_TARGET, EXTERNAL_MODULES, MINIFY, SOURCE_MAP, TOKEN_RANKS_HOOK } from '../bundling/options';
 import type { ChatSettings } from '../config';
+import { FUNCTION_MEMORY_MB } from '../function-memory';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -25,7 +26,7 @@ export interface RouteFunctionProps {
   /** Shown in the Lambda console. */
   readonly description?: string;
   /**
-   * @default 256
+   * @default FUNCTION_MEMORY_MB (256)
    */
   readonly memorySize?: number;
   /**
@@ -124,7 +125,7 @@ export class RouteFunction extends Construct {
       description: props.description,
       runtime: Runtime.NODEJS_24_X,
       architecture: Architecture.ARM_64,
-      memorySize: props.memorySize ?? 256,
+      memorySize: props.memorySize ?? FUNCTION_MEMORY_MB,
       timeout: props.timeout ?? Duration.seconds(30),
       logGroup: this.logGroup,
       role: this.role,

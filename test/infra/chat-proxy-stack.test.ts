@@ -1,6 +1,7 @@
 import { Match } from 'aws-cdk-lib/assertions';
 import { describe, expect, it } from 'vitest';
 import { routes } from '../../functions/routes';
+import { FUNCTION_MEMORY_MB } from '../../infra/function-memory';
 import { resourcesByRoute, SAMPLE_VALIDATION_ERROR, synthesize } from './synth';
 
 /** The template value of a stack output, e.g. the `Ref` of the secret it names. */
@@ -29,7 +30,8 @@ describe('ChatProxyStack with default settings', () => {
       }
     });
 
-    it('gives every function 256 MB and the exported handler', () => {
+    it('gives every function 256 MB (FUNCTION_MEMORY_MB, whose heap the bench runs with) and the exported handler', () => {
+      expect(FUNCTION_MEMORY_MB).toBe(256);
       template.allResourcesProperties('AWS::Lambda::Function', { MemorySize: 256, Handler: 'index.handler' });
     });
 
