@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { lambdaHeapFlags } from '../../infra/function-memory';
 
@@ -13,8 +14,7 @@ describe('lambdaHeapFlags', () => {
     expect(lambdaHeapFlags(memoryMb)).toEqual(flags);
   });
 
-  it('makes flags that node accepts', async () => {
-    const { execFileSync } = await import('node:child_process');
+  it('makes flags that node accepts', () => {
     const out = execFileSync(
       process.execPath,
       [
